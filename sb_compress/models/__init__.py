@@ -36,6 +36,7 @@ __all__ = [
     "Wav2Vec2Adapter",
     "WhisperAdapter",
     "adapter_for",
+    "output_dim",
     "select_linears",
     "unwrap_model",
 ]
@@ -205,3 +206,25 @@ def select_linears(specs, targets=None, ignore=None, where="targets"):
             "pattern or widen the targets"
         )
     return selected
+
+
+def output_dim(module):
+    """Width of the encoder's output features (``hidden_size`` or
+    ``d_model``), for sizing a recipe's head from the loaded model.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        See :func:`unwrap_model`.
+
+    Returns
+    -------
+    int
+    """
+    config = unwrap_model(module).config
+    for key in ("hidden_size", "d_model"):
+        if hasattr(config, key):
+            return int(getattr(config, key))
+    raise UnsupportedModelError(
+        f"cannot tell the output size of {type(config).__name__}"
+    )

@@ -1,0 +1,190 @@
+"""The ``compression:`` block of a HyperPyYAML file: a list of modifiers.
+
+A plan is data. Each modifier is either an object built with
+``!new:sb_compress.methods.<Class>`` or a plain mapping with a ``method``
+key::
+
+    compression: !new:sb_compress.Plan
+      model: !ref <wav2vec2>
+      modifiers:
+        - method: pinch
+          targets: [attention, ffn]
+          sparsity: 0.5
+          ramp_steps: 2000
+
+Everything is validated when the YAML loads: an unknown method, a target
+that matches no layer, a sparsity outside [0, 1) or a bad schedule raise a
+``ValueError`` naming the key (``compression.modifiers[1].sparsity``).
+
+Authors
+ * sb_compress team 2026
+"""
+
+import copy
+
+import torch
+
+from sb_compress.methods import METHODS, Modifier
+from sb_compress.models import adapter_for, unwrap_model
+
+
+class Plan(torch.nn.Module):
+    """Binds compression modifiers to a model and drives their lifecycle.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The module to compress: a SpeechBrain HF wrapper (``Wav2Vec2``,
+        ``Whisper``...) or a transformers model.
+    modifiers : list
+        :class:`~sb_compress.methods.base.Modifier` objects or mappings
+        ``{method: <name>, **settings}``; ``method`` is one of
+        :data:`sb_compress.methods.METHODS`.
+    name : str
+        Key under which errors are reported.
+
+    Example
+    -------
+    >>> from transformers import HubertConfig, HubertModel
+    >>> config = HubertConfig(hidden_size=16, num_hidden_layers=2,
+    ...     num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
+    ...     conv_stride=(5, 4), conv_kernel=(10, 8),
+    ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    >>> plan = Plan(HubertModel(config), [{"method": "pinch",
+    ...     "sparsity": 1.2}])
+    Traceback (most recent call last):
+    ...
+    ValueError: compression.modifiers[0].sparsity = 1.2: must be in [0, 1)
+    """
+
+    def __init__(self, model, modifiers, name="compression"):
+        super().__init__()
+        if isinstance(modifiers, dict) and "modifiers" in modifiers:
+            modifiers = modifiers["modifiers"]
+        if not isinstance(modifiers, (list, tuple)) or not modifiers:
+            raise ValueError(
+                f"{name}.modifiers: must be a non-empty list of modifiers"
+            )
+        self._model_ref = [model]
+        self.name = name
+        self.adapter = adapter_for(model)
+        built = [
+            self._build(entry, f"{name}.modifiers[{i}]")
+            for i, entry in enumerate(modifiers)
+        ]
+        self.modifiers = torch.nn.ModuleList(built)
+        self._check_overlaps()
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.prepared = False
+
+    @property
+    def model(self):
+        """The bound module (not a submodule: its weights are not ours)."""
+        return self._model_ref[0]
+
+    @property
+    def hf_model(self):
+        """The transformers model inside the bound module."""
+        return unwrap_model(self.model)
+
+    def _build(self, entry, where):
+        if isinstance(entry, Modifier):
+            modifier = entry
+        elif isinstance(entry, dict):
+            settings = dict(entry)
+            method = settings.pop("method", None)
+            if method not in METHODS:
+                raise ValueError(
+                    f"{where}.method = {method!r}: unknown method; choose one "
+                    "of " + ", ".join(sorted(METHODS))
+                )
+            try:
+                modifier = METHODS[method](**settings)
+            except TypeError as error:
+                raise ValueError(f"{where}: {error}") from None
+        else:
+            raise ValueError(
+                f"{where}: {entry!r} is neither a modifier nor a mapping "
+                "with a 'method' key"
+            )
+        modifier.validate(where)
+        modifier.bind(self.model, where)
+        return modifier
+
+    def _check_overlaps(self):
+        owners = {}
+        for i, modifier in enumerate(self.modifiers):
+            for spec in modifier.layers:
+                if spec.name in owners:
+                    raise ValueError(
+                        f"{self.name}.modifiers[{i}] targets {spec.name!r}, "
+                        f"already targeted by modifiers[{owners[spec.name]}]"
+                        "; narrow one with ignore"
+                    )
+                owners[spec.name] = i
+
+    def prepare(self):
+        """Inserts every modifier's parametrizations (once)."""
+        if self.prepared:
+            return
+        for modifier in self.modifiers:
+            modifier.prepare()
+        self.prepared = True
+
+    def resolve_schedule(self, total_steps):
+        """Turns schedule fractions into steps for a run of
+        ``total_steps`` optimizer steps."""
+        for modifier in self.modifiers:
+            modifier.resolve_schedule(total_steps)
+
+    def optimizer_groups(self):
+        """Parameter groups of the gates/thresholds (descent)."""
+        return [g for m in self.modifiers for g in m.optimizer_groups()]
+
+    def multiplier_groups(self):
+        """Parameter groups of the Lagrange multipliers (ascent)."""
+        return [g for m in self.modifiers for g in m.multiplier_groups()]
+
+    def own_parameters(self):
+        """Every parameter a modifier owns, gates and multipliers."""
+        groups = self.optimizer_groups() + self.multiplier_groups()
+        return [p for g in groups for p in g["params"]]
+
+    def loss(self):
+        """Sum of the modifiers' regularisers, or ``None``."""
+        terms = [m.loss() for m in self.modifiers]
+        terms = [t for t in terms if t is not None]
+        return sum(terms) if terms else None
+
+    def on_step(self, step=None):
+        """Advances every schedule to ``step`` (default: one more step)."""
+        if step is None:
+            step = int(self.step) + 1
+        self.step.fill_(step)
+        for modifier in self.modifiers:
+            modifier.on_step(step)
+
+    def harden(self):
+        """Switches every modifier to its final hard masks."""
+        for modifier in self.modifiers:
+            modifier.harden()
+
+    def layer_records(self):
+        """Per-layer records of every modifier, in model order."""
+        return [r for m in self.modifiers for r in m.layer_records()]
+
+    def targeted_names(self):
+        """Names of all targeted layers."""
+        return [s.name for m in self.modifiers for s in m.layers]
+
+    def finalized_model(self):
+        """A deep copy of the transformers model with every mask baked
+        into plain weights and no parametrization left."""
+        model = copy.deepcopy(self.hf_model)
+        for modifier in self.modifiers:
+            modifier.finalize(model)
+        return model
+
+    def settings(self):
+        """The modifiers' settings, for the report."""
+        return [m.settings() for m in self.modifiers]
