@@ -46,8 +46,16 @@ def _wav2vec2_like_config(config_class, hidden_size, layers, heads, ffn):
     )
 
 
-def save_tiny_ssl(path, family="wav2vec2", hidden_size=64, layers=2,
-                  heads=4, ffn=128, seed=0, with_ctc_head=False):
+def save_tiny_ssl(
+    path,
+    family="wav2vec2",
+    hidden_size=64,
+    layers=2,
+    heads=4,
+    ffn=128,
+    seed=0,
+    with_ctc_head=False,
+):
     """Saves a tiny wav2vec2 / HuBERT / WavLM model with its feature
     extractor.
 
@@ -79,8 +87,9 @@ def save_tiny_ssl(path, family="wav2vec2", hidden_size=64, layers=2,
     if family not in classes:
         raise ValueError(f"family={family!r}: one of {sorted(classes)}")
     config_class, model_class, ctc_class = classes[family]
-    config = _wav2vec2_like_config(config_class, hidden_size, layers, heads,
-                                   ffn)
+    config = _wav2vec2_like_config(
+        config_class, hidden_size, layers, heads, ffn
+    )
     torch.manual_seed(seed)
     model = (ctc_class if with_ctc_head else model_class)(config)
     model.eval()

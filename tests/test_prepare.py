@@ -11,7 +11,12 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "samples" / "mini_librispeech"
 PREPARE = ROOT / "recipes" / "LibriSpeech" / "ASR" / "CTC"
-SPLITS = {"train-clean-100": 24, "dev-clean": 8, "test-clean": 8}
+SPLITS = {
+    "train-clean-100": 24,
+    "dev-clean": 8,
+    "test-clean": 8,
+    "test-other": 8,
+}
 
 
 def _load_prepare_module():
@@ -47,7 +52,7 @@ def prepared(tmp_path_factory):
         str(save),
         tr_splits=["train-clean-100"],
         dev_splits=["dev-clean"],
-        te_splits=["test-clean"],
+        te_splits=["test-clean", "test-other"],
     )
     return save
 

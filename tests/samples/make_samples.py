@@ -1,9 +1,10 @@
 """Regenerates the embedded test samples under ``tests/samples/``.
 
 ``mini_librispeech/``
-    A LibriSpeech-shaped corpus of 40 short synthetic utterances (24 in
-    ``train-clean-100``, 8 in ``dev-clean``, 8 in ``test-clean``), one
-    speaker per TTS voice, speakers disjoint across splits as in LibriSpeech:
+    A LibriSpeech-shaped corpus of 48 short synthetic utterances (24 in
+    ``train-clean-100``, 8 in ``dev-clean``, 8 in ``test-clean``, 8 in
+    ``test-other`` whose two voices also speak in other splits, under new
+    speaker numbers), speakers disjoint across splits as in LibriSpeech:
     ``<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac`` (16 kHz
     mono 16-bit FLAC, 1.5-4 s) and ``<speaker>-<chapter>.trans.txt``
     (``ID TRANSCRIPT``, upper case), plus ``SPEAKERS.TXT`` naming each
@@ -80,6 +81,10 @@ SPEAKERS = {
     "test-clean": [
         (672, (122797,), ("espeak", "en-029"), 4),
         (908, (157963,), ("espeak", "en-gb-scotland"), 4),
+    ],
+    "test-other": [
+        (1688, (142285,), ("flite", "awb"), 4),
+        (2033, (164914,), ("espeak", "en-gb-x-rp"), 4),
     ],
 }
 
