@@ -25,6 +25,7 @@ Authors
  * sb_compress team 2026
 """
 
+import math
 import os
 import random
 import time
@@ -290,6 +291,14 @@ class CompressionBrain(sb.Brain):
         self.compression.harden()
         self.export_compressed()
 
+    def _total_optimizer_steps(self, epoch_counter, train_loader):
+        epochs = getattr(epoch_counter, "limit", None) or 1
+        per_epoch = math.ceil(len(train_loader) / self.grad_accumulation_factor)
+        total = per_epoch * epochs
+        if self.optimizer_step_limit is not None:
+            total = min(total, self.optimizer_step_limit)
+        return max(1, total)
+
     def evaluate(
         self,
         test_set,
@@ -328,6 +337,7 @@ class CompressionBrain(sb.Brain):
                 other_modules=self._other_modules(),
                 results=self.compression_results,
                 elapsed_s=time.time() - self.compression_started,
+                label_encoder=getattr(self, "tokenizer", None),
             )
         ddp_barrier()
 

@@ -177,13 +177,32 @@ class Plan(torch.nn.Module):
         """Names of all targeted layers."""
         return [s.name for m in self.modifiers for s in m.layers]
 
-    def finalized_model(self):
-        """A deep copy of the transformers model with every mask baked
-        into plain weights and no parametrization left."""
-        model = copy.deepcopy(self.hf_model)
+    def final_weights(self):
+        """``{layer name: weight}`` of every targeted layer, masks baked."""
+        weights = {}
         for modifier in self.modifiers:
-            modifier.finalize(model)
-        return model
+            weights.update(modifier.final_weights())
+        return weights
+
+    @torch.no_grad()
+    def finalized_model(self):
+        """A new transformers model of the same class and config holding the
+        final weights, with no parametrization: what an export saves."""
+        source = self.hf_model
+        final = self.final_weights()
+        prefixes = tuple(f"{name}.parametrizations." for name in final)
+        state = {
+            key: value
+            for key, value in source.state_dict().items()
+            if not key.startswith(prefixes)
+        }
+        state.update({f"{name}.weight": w for name, w in final.items()})
+        model = type(source)(copy.deepcopy(source.config))
+        base = getattr(source, "model", source)
+        if getattr(base, "decoder", True) is None:
+            getattr(model, "model", model).decoder = None
+        model.load_state_dict(state, strict=True)
+        return model.to(next(source.parameters()).device).eval()
 
     def settings(self):
         """The modifiers' settings, for the report."""

@@ -8,7 +8,7 @@ schedule. ``CompressionBrain`` drives it through SpeechBrain's hooks::
     loss()            regulariser added to the task loss in TRAIN
     on_step(step)     schedules: target ramp, temperature, mask refresh
     harden()          evaluate with hard masks from now on
-    finalize(model)   bake the masks into plain weights (on an export copy)
+    final_weights()   the plain weights with hard masks baked in (export)
 
 Masks and gates are inserted with ``torch.nn.utils.parametrize`` on
 ``.weight`` (never by wrapping the Linear: WavLM reads ``q_proj.weight``).
@@ -206,7 +206,7 @@ class Modifier(torch.nn.Module):
         """Makes every later forward use the final hard masks."""
 
     def keep_masks(self):
-        """Returns ``{layer name: bool keep-mask}`` as finalize would."""
+        """Returns ``{layer name: bool keep-mask}`` as the export bakes them."""
         masks = {}
         for spec in self.layers:
             masks[spec.name] = self._hard_mask(spec.module)
@@ -222,26 +222,16 @@ class Modifier(torch.nn.Module):
             return mask
         return weight != 0
 
-    def finalize(self, model):
-        """Bakes hard masks into plain weights of ``model`` (a copy of the
-        bound model with the same module names) and removes the
-        parametrizations there.
-
-        Arguments
-        ---------
-        model : torch.nn.Module
-            The transformers model to finalize (usually a deep copy).
-        """
-        modules = dict(model.named_modules())
-        with torch.no_grad():
-            for spec in self.layers:
-                module = modules[spec.name]
-                mask = self._hard_mask(module)
-                if parametrize.is_parametrized(module, "weight"):
-                    parametrize.remove_parametrizations(
-                        module, "weight", leave_parametrized=False
-                    )
-                module.weight.mul_(mask.to(module.weight.dtype))
+    @torch.no_grad()
+    def final_weights(self):
+        """Returns ``{layer name: weight}`` with the hard masks baked in:
+        the plain weights an export stores."""
+        weights = {}
+        for spec in self.layers:
+            weight = original_weight(spec.module)
+            mask = self._hard_mask(spec.module).to(weight.dtype)
+            weights[spec.name] = (weight * mask).detach().clone()
+        return weights
 
     def layer_records(self):
         """Per-layer records for reports: name, role, stack, layer, shape,

@@ -59,9 +59,9 @@ def prepare_librispeech(
         The number of utterances to keep from each split, in the order
         ``tr_splits + dev_splits + te_splits`` (``None`` keeps all).
     merge_lst : list of str
-        Splits whose CSVs are concatenated into ``<merge_name>.csv``.
+        Splits whose CSVs are concatenated into ``merge_name``.
     merge_name : str, optional
-        Name (without ``.csv``) of the merged manifest.
+        File name of the merged manifest (``.csv`` is added when missing).
     skip_prep : bool
         Do nothing at all.
 
@@ -113,7 +113,7 @@ def prepare_librispeech(
     if merge_lst:
         merge_csvs(
             [os.path.join(save_folder, f"{s}.csv") for s in merge_lst],
-            os.path.join(save_folder, f"{merge_name}.csv"),
+            os.path.join(save_folder, _csv_name(merge_name)),
         )
     with open(os.path.join(save_folder, OPT_FILE), "w") as f:
         json.dump(conf, f, indent=2)
@@ -144,7 +144,7 @@ def skip(splits, save_folder, conf):
     """
     names = [f"{split}.csv" for split in splits]
     if conf.get("merge_name") and conf.get("merge_lst"):
-        names.append(f"{conf['merge_name']}.csv")
+        names.append(_csv_name(conf["merge_name"]))
     paths = [os.path.join(save_folder, n) for n in names + [OPT_FILE]]
     if not all(os.path.isfile(p) for p in paths):
         return False
@@ -313,3 +313,9 @@ def merge_csvs(csv_files, merged_csv):
         f.write(header)
         f.writelines(lines)
     logger.info(f"{merged_csv}: merged {len(csv_files)} files")
+
+
+def _csv_name(name):
+    """``train`` or ``train.csv`` -> ``train.csv`` (SpeechBrain's recipes
+    pass the file name)."""
+    return name if name.endswith(".csv") else f"{name}.csv"

@@ -226,14 +226,24 @@ def dataio_prepare(hparams):
     sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
 
     lab_enc_file = os.path.join(hparams["save_folder"], "label_encoder.txt")
+    label_encoder.update_from_iterable(hparams["alphabet"])
     label_encoder.load_or_create(
         path=lab_enc_file,
         from_didatasets=[train_data],
         output_key="char_list",
-        special_labels={"blank_label": hparams["blank_index"]},
+        special_labels={
+            "blank_label": hparams["blank_index"],
+            "unk_label": hparams["unk_index"],
+        },
         sequence_input=True,
     )
 
+    if len(label_encoder) != hparams["output_neurons"]:
+        raise ValueError(
+            f"output_neurons = {hparams['output_neurons']} but the label "
+            f"encoder ({lab_enc_file}) has {len(label_encoder)} labels; set "
+            "output_neurons to match or extend `alphabet`"
+        )
     sb.dataio.dataset.set_output_keys(
         datasets, ["id", "sig", "wrd", "char_list", "tokens"]
     )

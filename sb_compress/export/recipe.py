@@ -1,0 +1,117 @@
+"""Export of a model compressed in training (``CompressionBrain``).
+
+The folder holds the compressed encoder as a transformers folder (loadable
+with ``from_pretrained`` and as the ``source`` of SpeechBrain's wrappers),
+its feature extractor / tokenizer, the recipe's other trained modules
+(``recipe_modules.safetensors``, e.g. the CTC head), the label encoder, and
+``compression_report.json`` / ``.md``. It is written all or nothing.
+
+Authors
+ * sb_compress team 2026
+"""
+
+import os
+
+from safetensors.torch import save_file
+
+from sb_compress.export.save import save_pretrained_atomic
+from sb_compress.report import build_report, write_report
+
+RECIPE_MODULES = "recipe_modules.safetensors"
+LABEL_ENCODER = "label_encoder.txt"
+
+
+def _save_processors(wrapper, folder):
+    for attribute in ("feature_extractor", "tokenizer"):
+        processor = getattr(wrapper, attribute, None)
+        if processor is not None and hasattr(processor, "save_pretrained"):
+            processor.save_pretrained(folder)
+
+
+def _save_modules(modules, path):
+    tensors = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
+    save_file(tensors, path)
+
+
+def _plan_summary(plan):
+    settings = plan.settings()
+    methods = [s["method"] for s in settings]
+    sparsities = [s.get("sparsity") for s in settings]
+    allocations = [s.get("allocation") for s in settings]
+    return {
+        "method": "+".join(methods),
+        "target_sparsity": sparsities[0] if len(settings) == 1 else None,
+        "allocation": allocations[0] if len(settings) == 1 else None,
+        "scope": settings[0]["scope"] if len(settings) == 1 else None,
+    }
+
+
+def export_plan(
+    plan,
+    folder,
+    other_modules=None,
+    results=None,
+    elapsed_s=None,
+    label_encoder=None,
+):
+    """Writes the compressed model of a plan and its report to ``folder``.
+
+    Arguments
+    ---------
+    plan : sb_compress.Plan
+        A prepared plan (its masks are baked into the exported weights).
+    folder : str
+        Output folder, replaced if it exists.
+    other_modules : dict, optional
+        ``{name: torch.nn.Module}`` also trained by the recipe.
+    results : dict, optional
+        Error rates, ``{"wer": {test set: value}, "cer": {...}}``.
+    elapsed_s : float, optional
+        Seconds since the compression started.
+    label_encoder : object, optional
+        A SpeechBrain text encoder with ``save(path)``.
+
+    Returns
+    -------
+    dict
+        The report written.
+    """
+    model = plan.finalized_model()
+    records = plan.layer_records()
+    results = results or {}
+    wer = results.get("wer") or {}
+    summary = _plan_summary(plan)
+    written = {}
+
+    def write_extras(staging):
+        _save_processors(plan.model, staging)
+        if other_modules:
+            _save_modules(other_modules, os.path.join(staging, RECIPE_MODULES))
+        if label_encoder is not None and hasattr(label_encoder, "save"):
+            label_encoder.save(os.path.join(staging, LABEL_ENCODER))
+        report = build_report(
+            model,
+            records,
+            summary["method"],
+            target_sparsity=summary["target_sparsity"],
+            allocation=summary["allocation"],
+            scope=summary["scope"],
+            elapsed_s=elapsed_s,
+            folder=staging,
+            format="dense",
+            step=int(plan.step),
+            modifiers=plan.settings(),
+            test_wer=next(iter(wer.values()), None),
+            wer=wer or None,
+            cer=results.get("cer") or None,
+        )
+        write_report(staging, report)
+        written.update(report)
+
+    save_pretrained_atomic(
+        model, folder, overwrite=True, extra_files=write_extras
+    )
+    return written
