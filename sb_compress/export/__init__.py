@@ -1,0 +1,39 @@
+"""Exports: save compressed models as folders and load them back.
+
+Authors
+ * sb_compress team 2026
+"""
+
+from .save import (
+    PROCESSOR_FILES,
+    SUPPORTED_MODEL_TYPES,
+    CompressedFormatError,
+    SourceError,
+    check_output_dir,
+    check_source,
+    copy_processor_files,
+    load_compressed,
+    load_source,
+    model_class_for,
+    register_format,
+    registered_formats,
+    resolve_source,
+    save_pretrained_atomic,
+)
+
+__all__ = [
+    "PROCESSOR_FILES",
+    "SUPPORTED_MODEL_TYPES",
+    "CompressedFormatError",
+    "SourceError",
+    "check_output_dir",
+    "check_source",
+    "copy_processor_files",
+    "load_compressed",
+    "load_source",
+    "model_class_for",
+    "register_format",
+    "registered_formats",
+    "resolve_source",
+    "save_pretrained_atomic",
+]

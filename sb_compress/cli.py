@@ -1,0 +1,418 @@
+"""The ``sb-compress`` command line: one-shot compression and reports.
+
+Compress a model with no data and no training, then inspect the result::
+
+    sb-compress oneshot --source openai/whisper-tiny --method kmeans \\
+        --sparsity 0.1 --allocation mixed --output whisper-tiny-kmeans10
+    sb-compress report whisper-tiny-kmeans10 --plot sparsity.png
+
+The output folder loads with transformers' ``from_pretrained`` (same
+class as the source, pruned weights stored as zeros) and with SpeechBrain's
+wrappers (``source=<folder>``); it holds the source's processor files and
+``compression_report.json`` / ``.md``. Bad input exits with code 2 and one
+line on stderr, writing nothing.
+
+Authors
+ * sb_compress team 2026
+"""
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+import time
+
+PROG = "sb-compress"
+METHODS = ("magnitude", "kmeans")
+ALLOCATIONS = ("uniform", "mixed")
+SCOPES = ("encoder", "decoder", "all")
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and never exit."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _sparsity(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
+def build_parser():
+    """Builds the argument parser of ``sb-compress``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+
+    Example
+    -------
+    >>> args = build_parser().parse_args(["report", "out"])
+    >>> args.command, args.folder, args.plot
+    ('report', 'out', None)
+    """
+    parser = _Parser(
+        prog=PROG,
+        description="Compress speech foundation models (sb_compress).",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
+    oneshot = commands.add_parser(
+        "oneshot",
+        help="data-free, training-free compression of a transformers model",
+        description="Prune a wav2vec2 / HuBERT / WavLM / Whisper model with "
+        "no data and no training, and save it as a transformers folder.",
+    )
+    oneshot.add_argument(
+        "--source",
+        required=True,
+        help="hub id or local transformers folder (with or without a CTC "
+        "or LM head)",
+    )
+    oneshot.add_argument("--method", required=True, choices=METHODS)
+    oneshot.add_argument(
+        "--sparsity",
+        required=True,
+        type=_sparsity,
+        help="fraction of the targeted weights to prune, in [0, 1)",
+    )
+    oneshot.add_argument(
+        "--allocation",
+        default="uniform",
+        choices=ALLOCATIONS,
+        help="uniform: same sparsity (magnitude) or same K (kmeans) in every "
+        "layer; mixed: global threshold (magnitude) or per-layer K "
+        "minimising the error (kmeans)",
+    )
+    oneshot.add_argument(
+        "--scope",
+        default="all",
+        choices=SCOPES,
+        help="which stacks to compress (Whisper has both; default all)",
+    )
+    oneshot.add_argument(
+        "--targets",
+        nargs="+",
+        metavar="REGEX",
+        help="roles (q, ffn, attention...) or regexes over module names "
+        "(plain or 're:'-prefixed); default: every transformer Linear",
+    )
+    oneshot.add_argument(
+        "--ignore",
+        nargs="+",
+        metavar="REGEX",
+        help="same syntax; matching layers are left untouched",
+    )
+    oneshot.add_argument("--output", required=True, metavar="DIR")
+    oneshot.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR if it exists and is not empty",
+    )
+    oneshot.add_argument(
+        "--share-centroids",
+        action="store_true",
+        help="kmeans: snap kept weights to their cluster centroid",
+    )
+    oneshot.add_argument(
+        "--merge-channels",
+        action="store_true",
+        help="kmeans: merge FFN hidden units instead of pruning weights",
+    )
+    report = commands.add_parser(
+        "report",
+        help="print the per-layer table of a compressed folder",
+        description="Print the per-layer table and summary of a folder "
+        "written by sb-compress or CompressionBrain.",
+    )
+    report.add_argument("folder", metavar="DIR")
+    report.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw a layers x roles sparsity heatmap",
+    )
+    return parser
+
+
+def normalize_patterns(values, option):
+    """Maps plain values to ``re:<value>`` unless they name a role.
+
+    Arguments
+    ---------
+    values : list of str or None
+        ``--targets`` or ``--ignore`` values.
+    option : str
+        The option, named in errors.
+
+    Returns
+    -------
+    list of str or None
+        Entries :func:`sb_compress.models.select_linears` accepts.
+
+    Raises
+    ------
+    UsageError
+        When a regex does not compile.
+
+    Example
+    -------
+    >>> normalize_patterns(["ffn", "layers\\\\.0\\\\.", "re:fc1"], "--targets")
+    ['ffn', 're:layers\\\\.0\\\\.', 're:fc1']
+    """
+    from sb_compress.models import ALL_ROLES, ROLE_GROUPS
+
+    if not values:
+        return None
+    entries = []
+    for value in values:
+        if value in ROLE_GROUPS or value in ALL_ROLES:
+            entries.append(value)
+            continue
+        entry = value if value.startswith("re:") else f"re:{value}"
+        try:
+            re.compile(entry[3:])
+        except re.error as error:
+            raise UsageError(f"{option} {value!r}: bad regex ({error})")
+        entries.append(entry)
+    return entries
+
+
+def _check_oneshot_args(args):
+    """Cheap checks, before the model is loaded."""
+    from sb_compress.export import check_output_dir, check_source
+
+    if args.method == "magnitude" and (
+        args.share_centroids or args.merge_channels
+    ):
+        flag = (
+            "--share-centroids"
+            if args.share_centroids
+            else ("--merge-channels")
+        )
+        raise UsageError(f"{flag} needs --method kmeans")
+    targets = normalize_patterns(args.targets, "--targets")
+    ignore = normalize_patterns(args.ignore, "--ignore")
+    source_dir = check_source(args.source)
+    output = os.path.abspath(args.output)
+    if source_dir is not None and os.path.abspath(source_dir) == output:
+        raise UsageError(
+            "--output is the --source folder; write to another folder"
+        )
+    check_output_dir(output, args.overwrite)
+    return targets, ignore
+
+
+def _check_targets(model, scope, targets, ignore):
+    """Checks the layer selection right after loading, before compressing."""
+    from sb_compress.models import adapter_for, select_linears
+
+    specs = adapter_for(model).linears(scope)
+    if not specs:
+        raise UsageError(f"--scope {scope}: the model has no such layers")
+    select_linears(specs, targets, ignore, where="--targets")
+
+
+def _format_bytes(size):
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+def format_result(report, output):
+    """The short summary printed after ``oneshot``.
+
+    Arguments
+    ---------
+    report : dict
+        The report written next to the model.
+    output : str
+        The output folder.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> print(format_result({"achieved_sparsity": 0.5,
+    ...     "target_sparsity": 0.5, "params_nonzero": 5,
+    ...     "params_targeted": 10, "params_total": 20,
+    ...     "bytes_on_disk": 2048, "elapsed_s": 1.0}, "out"))
+    sparsity 50.00% (target 50.00%) over 10 targeted weights
+    params   5 nonzero targeted, 20 total
+    size     2.0 KB on disk
+    time     1.00 s
+    output   out
+    """
+    lines = [
+        f"sparsity {report['achieved_sparsity']:.2%} (target "
+        f"{report['target_sparsity']:.2%}) over "
+        f"{report['params_targeted']} targeted weights",
+        f"params   {report['params_nonzero']} nonzero targeted, "
+        f"{report['params_total']} total",
+        f"size     {_format_bytes(report['bytes_on_disk'])} on disk",
+        f"time     {report['elapsed_s']:.2f} s",
+        f"output   {output}",
+    ]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silences transformers' progress bars and warnings while loading and
+    saving, so that errors stay one line and the output stays short."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def run_oneshot(args):
+    """Runs ``sb-compress oneshot``; returns the exit code."""
+    from sb_compress.export import (
+        load_source,
+        resolve_source,
+        save_pretrained_atomic,
+    )
+    from sb_compress.oneshot import compress_oneshot
+    from sb_compress.report import build_report, write_report
+
+    targets, ignore = _check_oneshot_args(args)
+    with _quiet_transformers():
+        source_dir = resolve_source(args.source)
+        model = load_source(source_dir)
+    _check_targets(model, args.scope, targets, ignore)
+    started = time.perf_counter()
+    layers = compress_oneshot(
+        model,
+        args.method,
+        args.sparsity,
+        allocation=args.allocation,
+        scope=args.scope,
+        targets=targets,
+        ignore=ignore,
+        share_centroids=args.share_centroids,
+        merge_channels=args.merge_channels,
+        progress=True,
+    )
+    elapsed_s = time.perf_counter() - started
+    written = {}
+
+    def write_report_files(folder):
+        written["report"] = build_report(
+            model,
+            layers,
+            args.method,
+            target_sparsity=args.sparsity,
+            allocation=args.allocation,
+            scope=args.scope,
+            elapsed_s=round(elapsed_s, 3),
+            folder=folder,
+            source=args.source,
+            targets=targets,
+            ignore=ignore,
+            share_centroids=args.share_centroids,
+            merge_channels=args.merge_channels,
+        )
+        write_report(folder, written["report"])
+
+    with _quiet_transformers():
+        output = save_pretrained_atomic(
+            model,
+            args.output,
+            source_dir=source_dir,
+            overwrite=args.overwrite,
+            extra_files=write_report_files,
+        )
+    print(format_result(written["report"], output))
+    return 0
+
+
+def run_report(args):
+    """Runs ``sb-compress report``; returns the exit code."""
+    from sb_compress.report import (
+        format_layer_table,
+        format_summary,
+        plot_sparsity_heatmap,
+        read_report,
+    )
+
+    report = read_report(args.folder)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UsageError(f"--plot {args.plot}: must end with .png")
+    print(format_layer_table(report))
+    print()
+    print(format_summary(report))
+    if args.plot:
+        plot_sparsity_heatmap(report, args.plot)
+        print(f"heatmap  {args.plot}")
+    return 0
+
+
+def _input_errors():
+    from sb_compress.export import CompressedFormatError, SourceError
+    from sb_compress.models import TargetError, UnsupportedModelError
+    from sb_compress.report import ReportError
+
+    return (
+        UsageError,
+        SourceError,
+        UnsupportedModelError,
+        TargetError,
+        ReportError,
+        CompressedFormatError,
+        FileExistsError,
+    )
+
+
+def main(argv=None):
+    """Runs ``sb-compress``.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 on bad input (one line on stderr, nothing written).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "oneshot":
+            return run_oneshot(args)
+        return run_report(args)
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 1
+    except _input_errors() as error:
+        message = " ".join(str(error).split())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
