@@ -187,8 +187,9 @@ def select_linears(specs, targets=None, ignore=None, where="targets"):
             if not any(_matches(s, matcher) for s in specs):
                 raise TargetError(
                     f"{where}[{i}] = {entry!r} matches no layer; layer names "
-                    f"look like {specs[0].name!r}" if specs else
-                    f"{where}[{i}] = {entry!r}: the model has no layer"
+                    f"look like {specs[0].name!r}"
+                    if specs
+                    else f"{where}[{i}] = {entry!r}: the model has no layer"
                 )
         selected = [
             s for s in specs if any(_matches(s, m) for _, m in matchers)
