@@ -247,6 +247,7 @@ class SelfPinchingGates(Modifier):
             gate = PinchGate(max(threshold, 1e-8), kappa).to(weight.device)
             register(spec.module, gate)
             self.gates.append(gate)
+        self._forget_mask_sums()
 
     def optimizer_groups(self):
         """The thresholds, at their own learning rate, no weight decay."""
@@ -271,19 +272,26 @@ class SelfPinchingGates(Modifier):
         ]
 
     def expected_sparsity(self):
-        """Soft sparsity ``1 - sum(M) / N`` of the last forward (or now)."""
+        """Soft sparsity ``1 - sum(M) / N`` from the mask sums this step's
+        forward cached. A gate the forward skipped (a layer dropped by
+        LayerDrop) counts with its current mask but passes no gradient:
+        under DDP a parameter may only receive gradients through the
+        wrapped module's forward."""
         kept, total = 0.0, 0
         for spec, gate in zip(self.layers, self.gates):
-            if (
-                gate.last_mask_sum is not None
-                and gate.last_mask_sum.requires_grad
-            ):
-                kept = kept + gate.last_mask_sum
+            cached = gate.last_mask_sum
+            if cached is not None and cached.requires_grad:
+                kept = kept + cached
             else:
-                weight = spec.module.parametrizations.weight.original
-                kept = kept + gate.soft_mask_sum(weight)
+                with torch.no_grad():
+                    weight = spec.module.parametrizations.weight.original
+                    kept = kept + gate.soft_mask_sum(weight)
             total += spec.numel
         return 1.0 - kept / total
+
+    def _forget_mask_sums(self):
+        for gate in self.gates:
+            gate.last_mask_sum = None
 
     def loss(self):
         """Sparsity regulariser of the current step (0 before start)."""
@@ -293,8 +301,7 @@ class SelfPinchingGates(Modifier):
         sparsity = self.expected_sparsity()
         gap = sparsity - self.target_sparsity(step)
         self.last_sparsity.fill_(float(sparsity.detach()))
-        for gate in self.gates:
-            gate.last_mask_sum = None
+        self._forget_mask_sums()
         if self.control == "lagrangian":
             lambda1, lambda2 = self.multipliers
             return lambda1 * gap + lambda2 * gap * gap
@@ -306,6 +313,7 @@ class SelfPinchingGates(Modifier):
     def on_step(self, step):
         """Anneals kappa; freezes the thresholds after ``end_step``."""
         super().on_step(step)
+        self._forget_mask_sums()
         kappa = self.kappa(step)
         frozen = self._frozen(step)
         for gate in self.gates:
@@ -322,6 +330,6 @@ class SelfPinchingGates(Modifier):
     def thresholds(self):
         """Current per-layer thresholds ``{layer name: t}``."""
         return {
-            spec.name: float(gate.threshold())
+            spec.name: gate.threshold().item()
             for spec, gate in zip(self.layers, self.gates)
         }

@@ -61,6 +61,9 @@ class LinearSpec:
     @property
     def numel(self):
         """Number of weights in the layer (bias excluded)."""
+        parametrizations = getattr(self.module, "parametrizations", None)
+        if parametrizations is not None and "weight" in parametrizations:
+            return parametrizations.weight.original.numel()
         return self.module.weight.numel()
 
 

@@ -1,0 +1,109 @@
+"""A minimal CompressionBrain over a tiny wav2vec2, for lifecycle tests.
+
+Also a script: ``torchrun --standalone --nproc_per_node=2 tests/tiny_brain.py
+SOURCE OUT`` trains it under DDP (gloo, CPU) and each rank saves what the
+compression learnt to ``OUT/rank<r>.pt``.
+"""
+
+import os
+import sys
+
+import speechbrain as sb
+import torch
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.epoch_loop import EpochCounter
+
+from sb_compress import CompressionBrain, Plan
+
+
+class TinyBrain(CompressionBrain):
+    """Regresses the encoder's mean feature onto a fixed target."""
+
+    def compute_forward(self, batch, stage):
+        wavs = batch.to(self.device)
+        return self.modules.head(self.modules.wav2vec2(wavs)).mean(dim=1)
+
+    def compute_objectives(self, predictions, batch, stage):
+        return (predictions - 1.0).pow(2).mean()
+
+    def init_optimizers(self):
+        self.optimizer = torch.optim.Adam(self.modules.parameters(), lr=1e-3)
+        self.optimizers_dict = {"model": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN and self.checkpointer is not None:
+            self.checkpointer.save_and_keep_only(num_to_keep=1)
+
+
+def waveforms(n=8, samples=4000, seed=0):
+    """``n`` random waveforms (a fixed list, so every run sees the same)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(samples, generator=generator) for _ in range(n)]
+
+
+def build(source, folder, modifiers, run_opts=None, epochs=2):
+    """A TinyBrain with a checkpointer in ``folder``; returns (brain,
+    epoch counter)."""
+    torch.manual_seed(0)
+    wav2vec2 = Wav2Vec2(source, save_path=os.path.join(folder, "hub"))
+    head = torch.nn.Linear(wav2vec2.model.config.hidden_size, 1)
+    counter = EpochCounter(epochs)
+    plan = Plan(wav2vec2, modifiers)
+    modules = {"wav2vec2": wav2vec2, "head": head}
+    checkpointer = Checkpointer(
+        os.path.join(folder, "save"),
+        recoverables={**modules, "counter": counter},
+    )
+    run_opts = {"device": "cpu", **(run_opts or {})}
+    brain = TinyBrain(
+        modules=modules,
+        hparams={
+            "compression": plan,
+            "output_folder": folder,
+        },
+        run_opts=run_opts,
+        checkpointer=checkpointer,
+    )
+    return brain, counter
+
+
+def learnt_state(brain):
+    """What the compression learnt: thresholds, masks, multipliers, step."""
+    plan = brain.compression
+    state = {"step": int(plan.step)}
+    for i, modifier in enumerate(plan.modifiers):
+        for name, mask in modifier.keep_masks().items():
+            state[f"{i}.{name}.mask"] = mask.clone()
+        if hasattr(modifier, "thresholds"):
+            for name, value in modifier.thresholds().items():
+                state[f"{i}.{name}.threshold"] = value
+            state[f"{i}.multipliers"] = modifier.multipliers.detach().clone()
+    return state
+
+
+PINCH = [
+    {
+        "method": "pinch",
+        "sparsity": 0.5,
+        "targets": ["attention", "ffn"],
+        "lr": 0.05,
+        "multiplier_lr": 0.05,
+    }
+]
+
+
+if __name__ == "__main__":
+    source, out = sys.argv[1], sys.argv[2]
+    run_opts = {
+        "distributed_launch": True,
+        "distributed_backend": "gloo",
+        "find_unused_parameters": True,
+    }
+    sb.utils.distributed.ddp_init_group(run_opts)
+    rank = int(os.environ["RANK"])
+    brain, counter = build(source, out, PINCH, run_opts=run_opts)
+    brain.fit(counter, waveforms(), train_loader_kwargs={"batch_size": 2})
+    torch.save(learnt_state(brain), os.path.join(out, f"rank{rank}.pt"))
