@@ -17,6 +17,10 @@ from speechbrain.utils.epoch_loop import EpochCounter
 from sb_compress import CompressionBrain, Plan
 
 
+class Interrupted(Exception):
+    """Stands for a killed run (raised right after a checkpoint)."""
+
+
 class TinyBrain(CompressionBrain):
     """Regresses the encoder's mean feature onto a fixed target."""
 
@@ -36,6 +40,8 @@ class TinyBrain(CompressionBrain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN and self.checkpointer is not None:
             self.checkpointer.save_and_keep_only(num_to_keep=1)
+            if epoch == getattr(self.hparams, "stop_after_epoch", None):
+                raise Interrupted(f"stopped after epoch {epoch}")
 
 
 def waveforms(n=8, samples=4000, seed=0):
@@ -44,7 +50,9 @@ def waveforms(n=8, samples=4000, seed=0):
     return [torch.randn(samples, generator=generator) for _ in range(n)]
 
 
-def build(source, folder, modifiers, run_opts=None, epochs=2):
+def build(
+    source, folder, modifiers, run_opts=None, epochs=2, stop_after_epoch=None
+):
     """A TinyBrain with a checkpointer in ``folder``; returns (brain,
     epoch counter)."""
     torch.manual_seed(0)
@@ -63,6 +71,7 @@ def build(source, folder, modifiers, run_opts=None, epochs=2):
         hparams={
             "compression": plan,
             "output_folder": folder,
+            "stop_after_epoch": stop_after_epoch,
         },
         run_opts=run_opts,
         checkpointer=checkpointer,
