@@ -105,6 +105,9 @@ class CompressionBrain(sb.Brain):
         compression=None,
     ):
         super().__init__(modules, opt_class, hparams, run_opts, checkpointer)
+        if isinstance(self.optimizer_step_limit, str):
+            # speechbrain's argument parser leaves --optimizer_step_limit a str
+            self.optimizer_step_limit = int(self.optimizer_step_limit)
         if compression is None:
             compression = getattr(self.hparams, "compression", None)
         if isinstance(compression, dict) and "plan" in compression:
@@ -271,7 +274,9 @@ class CompressionBrain(sb.Brain):
         model to ``<output_folder>/compressed/``.
 
         Schedule lengths given as fractions are resolved against the run's
-        optimizer steps (batches x epochs / gradient accumulation).
+        optimizer steps (batches x epochs / gradient accumulation; not
+        ``optimizer_step_limit``, so a run stopped by it and resumed
+        follows the same schedule).
         """
         if not isinstance(train_set, (DataLoader, LoopedLoader)):
             train_set = self.make_dataloader(
@@ -294,10 +299,7 @@ class CompressionBrain(sb.Brain):
     def _total_optimizer_steps(self, epoch_counter, train_loader):
         epochs = getattr(epoch_counter, "limit", None) or 1
         per_epoch = math.ceil(len(train_loader) / self.grad_accumulation_factor)
-        total = per_epoch * epochs
-        if self.optimizer_step_limit is not None:
-            total = min(total, self.optimizer_step_limit)
-        return max(1, total)
+        return max(1, per_epoch * epochs)
 
     def evaluate(
         self,
