@@ -51,10 +51,10 @@ class Plan(torch.nn.Module):
     ...     conv_stride=(5, 4), conv_kernel=(10, 8),
     ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
     >>> plan = Plan(HubertModel(config), [{"method": "pinch",
-    ...     "sparsity": 1.2}])
+    ...     "sparsity": 1.2}])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: compression.modifiers[0].sparsity = 1.2: must be in [0, 1)
+    ValueError: compression.modifiers[0].sparsity = 1.2: must be a fraction...
     """
 
     def __init__(self, model, modifiers, name="compression"):

@@ -255,27 +255,40 @@ class Modifier(torch.nn.Module):
         return records
 
 
-def check_sparsity(value, key):
-    """Raises ``ValueError`` unless ``value`` is a number in [0, 1).
+def check_sparsity(sparsity, where="sparsity"):
+    """Raises ``ValueError`` unless ``0 <= sparsity < 1``.
 
     Arguments
     ---------
-    value : float
-        The sparsity setting.
-    key : str
-        Its key, for the message.
+    sparsity : float
+        Fraction of weights to prune.
+    where : str
+        Key of the setting, used in the message.
+
+    Returns
+    -------
+    float
+        ``sparsity`` as a float.
 
     Example
     -------
+    >>> check_sparsity(0.3)
+    0.3
     >>> check_sparsity(1.2, "compression.modifiers[1].sparsity")
     Traceback (most recent call last):
     ...
-    ValueError: compression.modifiers[1].sparsity = 1.2: must be in [0, 1)
+    ValueError: compression.modifiers[1].sparsity = 1.2: must be a \
+fraction in [0, 1), e.g. 0.3 to prune 30% of the weights
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} = {value!r}: must be a number in [0, 1)")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{key} = {value}: must be in [0, 1)")
+    valid = isinstance(sparsity, (int, float)) and not isinstance(
+        sparsity, bool
+    )
+    if not valid or not 0.0 <= sparsity < 1.0:
+        raise ValueError(
+            f"{where} = {sparsity!r}: must be a fraction in [0, 1), "
+            "e.g. 0.3 to prune 30% of the weights"
+        )
+    return float(sparsity)
 
 
 def check_steps(value, key):

@@ -18,39 +18,9 @@ Authors
 
 import torch
 
+from .base import check_sparsity
+
 SCOPES = ("layer", "row", "global")
-
-
-def check_sparsity(sparsity, where="sparsity"):
-    """Raises ``ValueError`` unless ``0 <= sparsity < 1``.
-
-    Arguments
-    ---------
-    sparsity : float
-        Fraction of weights to prune.
-    where : str
-        Name of the setting, used in the message.
-
-    Returns
-    -------
-    float
-        ``sparsity`` as a float.
-
-    Example
-    -------
-    >>> check_sparsity(0.3)
-    0.3
-    """
-    try:
-        value = float(sparsity)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"{where} = {sparsity!r}: must be a fraction in [0, 1), "
-            "e.g. 0.3 to prune 30% of the weights"
-        )
-    return value
 
 
 def smallest_k_mask(scores, k):
