@@ -15,6 +15,8 @@ key::
 Everything is validated when the YAML loads: an unknown method, a target
 that matches no layer, a sparsity outside [0, 1) or a bad schedule raise a
 ``ValueError`` naming the key (``compression.modifiers[1].sparsity``).
+Two modifiers may target the same layer only as a pair of
+:data:`STACKABLE` (an ``nm`` mask, then a ``quant`` quantizer).
 
 Authors
  * sb_compress team 2026
@@ -26,6 +28,10 @@ import torch
 
 from sb_compress.methods import METHODS, Modifier
 from sb_compress.models import adapter_for, unwrap_model
+
+#: Methods that may act on the same layer, in this order (their
+#: parametrizations stack on ``.weight`` in the order of the list).
+STACKABLE = {("nm", "quant"): "prune, then quantize"}
 
 
 class Plan(torch.nn.Module):
@@ -115,13 +121,28 @@ class Plan(torch.nn.Module):
         owners = {}
         for i, modifier in enumerate(self.modifiers):
             for spec in modifier.layers:
-                if spec.name in owners:
-                    raise ValueError(
-                        f"{self.name}.modifiers[{i}] targets {spec.name!r}, "
-                        f"already targeted by modifiers[{owners[spec.name]}]"
-                        "; narrow one with ignore"
-                    )
-                owners[spec.name] = i
+                for j in owners.get(spec.name, []):
+                    self._check_stackable(j, i, spec.name)
+                owners.setdefault(spec.name, []).append(i)
+
+    def _check_stackable(self, first, second, layer):
+        methods = (
+            self.modifiers[first].method,
+            self.modifiers[second].method,
+        )
+        if methods in STACKABLE:
+            return
+        if methods[::-1] in STACKABLE:
+            raise ValueError(
+                f"{self.name}.modifiers[{second}] ({methods[1]}) targets "
+                f"{layer!r} after modifiers[{first}] ({methods[0]}); list "
+                f"the {methods[1]} modifier first ({STACKABLE[methods[::-1]]})"
+            )
+        raise ValueError(
+            f"{self.name}.modifiers[{second}] targets {layer!r}, "
+            f"already targeted by modifiers[{first}]"
+            "; narrow one with ignore"
+        )
 
     def prepare(self):
         """Inserts every modifier's parametrizations (once)."""
@@ -170,8 +191,18 @@ class Plan(torch.nn.Module):
             modifier.harden()
 
     def layer_records(self):
-        """Per-layer records of every modifier, in model order."""
-        return [r for m in self.modifiers for r in m.layer_records()]
+        """Per-layer records of every modifier, in model order; a layer
+        with stacked modifiers has one record (``method`` ``nm+quant``)."""
+        merged = {}
+        for modifier in self.modifiers:
+            for record in modifier.layer_records():
+                name = record["name"]
+                if name in merged:
+                    method = f"{merged[name]['method']}+{record['method']}"
+                    merged[name].update(record, method=method)
+                else:
+                    merged[name] = dict(record)
+        return list(merged.values())
 
     def targeted_names(self):
         """Names of all targeted layers."""

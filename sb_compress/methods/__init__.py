@@ -9,20 +9,28 @@ Authors
 
 from .base import KeepMask, Modifier
 from .masked import ClusterPrune, GradualMagnitude
+from .nm import NMMask, NMSparsity
 from .pinch import PinchGate, SelfPinchingGates
+from .quant import FakeQuantize, QuantizeWeights
 
 METHODS = {
     "pinch": SelfPinchingGates,
     "magnitude": GradualMagnitude,
     "kmeans": ClusterPrune,
+    "nm": NMSparsity,
+    "quant": QuantizeWeights,
 }
 
 __all__ = [
     "METHODS",
     "ClusterPrune",
+    "FakeQuantize",
     "GradualMagnitude",
     "KeepMask",
     "Modifier",
+    "NMMask",
+    "NMSparsity",
     "PinchGate",
+    "QuantizeWeights",
     "SelfPinchingGates",
 ]
