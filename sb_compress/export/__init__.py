@@ -20,6 +20,7 @@ from .save import (
     resolve_source,
     save_pretrained_atomic,
 )
+from .shrink import load_shrunk, save_shrunk  # registers "shrunk"
 
 __all__ = [
     "PROCESSOR_FILES",
@@ -30,10 +31,12 @@ __all__ = [
     "check_source",
     "copy_processor_files",
     "load_compressed",
+    "load_shrunk",
     "load_source",
     "model_class_for",
     "register_format",
     "registered_formats",
     "resolve_source",
     "save_pretrained_atomic",
+    "save_shrunk",
 ]

@@ -8,6 +8,7 @@ Authors
 """
 
 from .base import KeepMask, Modifier
+from .hardconcrete import HardConcretePruning
 from .masked import ClusterPrune, GradualMagnitude
 from .nm import NMMask, NMSparsity
 from .pinch import PinchGate, SelfPinchingGates
@@ -17,6 +18,7 @@ METHODS = {
     "pinch": SelfPinchingGates,
     "magnitude": GradualMagnitude,
     "kmeans": ClusterPrune,
+    "hardconcrete": HardConcretePruning,
     "nm": NMSparsity,
     "quant": QuantizeWeights,
 }
@@ -26,6 +28,7 @@ __all__ = [
     "ClusterPrune",
     "FakeQuantize",
     "GradualMagnitude",
+    "HardConcretePruning",
     "KeepMask",
     "Modifier",
     "NMMask",
