@@ -375,8 +375,8 @@ class HardConcretePruning(Modifier):
     >>> model = HubertModel(config)
     >>> pruner = HardConcretePruning(sparsity=0.5, ramp_steps=10)
     >>> pruner.bind(model, "compression.modifiers[0]"); pruner.prepare()
-    >>> round(float(pruner.expected_sparsity()), 2)
-    0.0
+    >>> round(pruner.expected_sparsity().item(), 1), pruner.target_sparsity(5)
+    (0.0, 0.25)
     """
 
     method = "hardconcrete"
