@@ -5,6 +5,8 @@ Compress a model with no data and no training, then inspect the result::
     sb-compress oneshot --source openai/whisper-tiny --method kmeans \\
         --sparsity 0.1 --allocation mixed --output whisper-tiny-kmeans10
     sb-compress report whisper-tiny-kmeans10 --plot sparsity.png
+    sb-compress oneshot --source facebook/wav2vec2-base --method quant \\
+        --bits 4 --group-size 128 --nm 2:4 --output w2v2-int4-24 --packed
 
 The output folder loads with transformers' ``from_pretrained`` (same
 class as the source, pruned weights stored as zeros) and with SpeechBrain's
@@ -24,7 +26,8 @@ import sys
 import time
 
 PROG = "sb-compress"
-METHODS = ("magnitude", "kmeans")
+METHODS = ("magnitude", "kmeans", "quant")
+BITS = (8, 4, 3, 2)
 ALLOCATIONS = ("uniform", "mixed")
 SCOPES = ("encoder", "decoder", "all")
 
@@ -48,6 +51,28 @@ def _sparsity(text):
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
     return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def _nm_pattern(text):
+    match = re.fullmatch(r"(\d+):(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N:M, e.g. 2:4")
+    n, m = int(match.group(1)), int(match.group(2))
+    if m not in (2, 4, 8, 16):
+        raise argparse.ArgumentTypeError(f"{text}: M must be 2, 4, 8 or 16")
+    if not 1 <= n <= m:
+        raise argparse.ArgumentTypeError(f"{text}: N must be in [1, M]")
+    return n, m
 
 
 def build_parser():
@@ -85,9 +110,9 @@ def build_parser():
     oneshot.add_argument("--method", required=True, choices=METHODS)
     oneshot.add_argument(
         "--sparsity",
-        required=True,
         type=_sparsity,
-        help="fraction of the targeted weights to prune, in [0, 1)",
+        help="fraction of the targeted weights to prune, in [0, 1) "
+        "(magnitude, kmeans)",
     )
     oneshot.add_argument(
         "--allocation",
@@ -131,6 +156,34 @@ def build_parser():
         "--merge-channels",
         action="store_true",
         help="kmeans: merge FFN hidden units instead of pruning weights",
+    )
+    oneshot.add_argument(
+        "--bits",
+        type=int,
+        choices=BITS,
+        help="quant: bits per weight, round to nearest (default 4; 2 is "
+        "ternary)",
+    )
+    oneshot.add_argument(
+        "--group-size",
+        type=_positive_int,
+        metavar="G",
+        help="quant: one scale per G weights along the input axis "
+        "(default: one per output channel)",
+    )
+    oneshot.add_argument(
+        "--nm",
+        type=_nm_pattern,
+        metavar="N:M",
+        help="quant: keep the N largest of every M weights along the input "
+        "axis (2:4, 1:4, 4:8) before quantizing",
+    )
+    oneshot.add_argument(
+        "--packed",
+        action="store_true",
+        help="quant: store packed codes, N:M indices and fp16 scales "
+        "(format packed, read by sb_compress.load_compressed) instead of "
+        "dense fake-quantized weights",
     )
     report = commands.add_parser(
         "report",
@@ -194,6 +247,28 @@ def _check_oneshot_args(args):
     """Cheap checks, before the model is loaded."""
     from sb_compress.export import check_output_dir, check_source
 
+    quant_flags = [
+        flag
+        for flag, value in (
+            ("--bits", args.bits),
+            ("--group-size", args.group_size),
+            ("--nm", args.nm),
+            ("--packed", args.packed or None),
+        )
+        if value is not None
+    ]
+    if args.method == "quant":
+        for flag, value in (
+            ("--sparsity", args.sparsity),
+            ("--share-centroids", args.share_centroids or None),
+            ("--merge-channels", args.merge_channels or None),
+        ):
+            if value is not None:
+                raise UsageError(f"{flag} does not apply to --method quant")
+    elif quant_flags:
+        raise UsageError(f"{quant_flags[0]} needs --method quant")
+    elif args.sparsity is None:
+        raise UsageError(f"--method {args.method} needs --sparsity")
     if args.method == "magnitude" and (
         args.share_centroids or args.merge_channels
     ):
@@ -222,7 +297,23 @@ def _check_targets(model, scope, targets, ignore):
     specs = adapter_for(model).linears(scope)
     if not specs:
         raise UsageError(f"--scope {scope}: the model has no such layers")
-    select_linears(specs, targets, ignore, where="--targets")
+    return select_linears(specs, targets, ignore, where="--targets")
+
+
+def _check_quant_shapes(specs, args):
+    """Checks that --group-size and --nm split every targeted layer."""
+    for spec in specs:
+        in_features = spec.module.weight.shape[1]
+        if args.group_size and in_features % args.group_size:
+            raise UsageError(
+                f"--group-size {args.group_size} does not divide in_features "
+                f"= {in_features} of {spec.name}; choose a divisor"
+            )
+        if args.nm and in_features % args.nm[1]:
+            raise UsageError(
+                f"--nm {args.nm[0]}:{args.nm[1]}: M does not divide "
+                f"in_features = {in_features} of {spec.name}"
+            )
 
 
 def _format_bytes(size):
@@ -303,7 +394,10 @@ def run_oneshot(args):
     with _quiet_transformers():
         source_dir = resolve_source(args.source)
         model = load_source(source_dir)
-    _check_targets(model, args.scope, targets, ignore)
+    specs = _check_targets(model, args.scope, targets, ignore)
+    if args.method == "quant":
+        _check_quant_shapes(specs, args)
+        return run_oneshot_quant(args, model, source_dir, targets, ignore)
     started = time.perf_counter()
     layers = compress_oneshot(
         model,
@@ -347,6 +441,116 @@ def run_oneshot(args):
             extra_files=write_report_files,
         )
     print(format_result(written["report"], output))
+    return 0
+
+
+def quant_modifiers(args, targets, ignore):
+    """The ``nm`` and ``quant`` modifier settings of ``oneshot`` options.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        ``bits``, ``group_size``, ``nm``, ``scope``.
+    targets, ignore : list of str or None
+        Normalized layer selection.
+
+    Returns
+    -------
+    list of dict
+        Modifier mappings for :class:`sb_compress.Plan`.
+
+    Example
+    -------
+    >>> import argparse
+    >>> args = argparse.Namespace(bits=None, group_size=None, nm=(2, 4),
+    ...     scope="all")
+    >>> [m["method"] for m in quant_modifiers(args, None, None)]
+    ['nm', 'quant']
+    """
+    common = {"targets": targets, "ignore": ignore, "scope": args.scope}
+    modifiers = []
+    if args.nm:
+        modifiers.append({"method": "nm", "n": args.nm[0], "m": args.nm[1]})
+    modifiers.append(
+        {
+            "method": "quant",
+            "bits": args.bits or 4,
+            "group_size": args.group_size,
+        }
+    )
+    return [dict(m, **common) for m in modifiers]
+
+
+def run_oneshot_quant(args, model, source_dir, targets, ignore):
+    """Round-to-nearest quantization (after N:M pruning with ``--nm``),
+    saved packed or dense; returns the exit code."""
+    from sb_compress.export import save_pretrained_atomic
+    from sb_compress.export.pack import (
+        add_packed_sizes,
+        plan_codes,
+        save_packed_atomic,
+    )
+    from sb_compress.plan import Plan
+    from sb_compress.report import build_report, write_report
+
+    started = time.perf_counter()
+    plan = Plan(model, quant_modifiers(args, targets, ignore), name="oneshot")
+    plan.prepare()
+    plan.harden()
+    codes = plan_codes(plan) if args.packed else None
+    final = plan.finalized_model()
+    records = plan.layer_records()
+    elapsed_s = time.perf_counter() - started
+    method = "+".join(m.method for m in plan.modifiers)
+    written = {}
+
+    def write_report_files(folder):
+        report = build_report(
+            final,
+            records,
+            method,
+            target_sparsity=1 - args.nm[0] / args.nm[1] if args.nm else 0.0,
+            scope=args.scope,
+            elapsed_s=round(elapsed_s, 3),
+            folder=folder,
+            format="packed" if args.packed else "dense",
+            source=args.source,
+            targets=targets,
+            ignore=ignore,
+            modifiers=plan.settings(),
+        )
+        if args.packed:
+            add_packed_sizes(report, folder)
+        write_report(folder, report)
+        written["report"] = report
+
+    with _quiet_transformers():
+        if args.packed:
+            output = save_packed_atomic(
+                final,
+                codes,
+                args.output,
+                source_dir=source_dir,
+                overwrite=args.overwrite,
+                extra_files=write_report_files,
+            )
+        else:
+            output = save_pretrained_atomic(
+                final,
+                args.output,
+                source_dir=source_dir,
+                overwrite=args.overwrite,
+                extra_files=write_report_files,
+            )
+    report = written["report"]
+    print(format_result(report, output))
+    if args.packed:
+        targeted = report["targeted"]
+        print(
+            f"packed   {targeted['bits_per_weight']:.3f} bits per targeted "
+            f"weight ({targeted['fraction_of_fp32']:.2%} of fp32), "
+            f"{report['bits_per_weight']:.3f} over the whole file"
+        )
     return 0
 
 

@@ -1,9 +1,11 @@
-"""Exports: save compressed models as folders and load them back.
+"""Exports: save compressed models as folders and load them back
+(dense, and packed low-bit / N:M in :mod:`sb_compress.export.pack`).
 
 Authors
  * sb_compress team 2026
 """
 
+from .pack import load_packed, save_packed_atomic  # registers "packed"
 from .save import (
     PROCESSOR_FILES,
     SUPPORTED_MODEL_TYPES,
@@ -31,12 +33,14 @@ __all__ = [
     "check_source",
     "copy_processor_files",
     "load_compressed",
+    "load_packed",
     "load_shrunk",
     "load_source",
     "model_class_for",
     "register_format",
     "registered_formats",
     "resolve_source",
+    "save_packed_atomic",
     "save_pretrained_atomic",
     "save_shrunk",
 ]

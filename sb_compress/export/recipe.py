@@ -5,6 +5,9 @@ with ``from_pretrained`` and as the ``source`` of SpeechBrain's wrappers),
 its feature extractor / tokenizer, the recipe's other trained modules
 (``recipe_modules.safetensors``, e.g. the CTC head), the label encoder, and
 ``compression_report.json`` / ``.md``. It is written all or nothing.
+A plan with quantization or N:M modifiers is written in the ``packed``
+format (:mod:`sb_compress.export.pack`), with the packed sizes in the
+report.
 
 Authors
  * sb_compress team 2026
@@ -14,6 +17,12 @@ import os
 
 from safetensors.torch import save_file
 
+from sb_compress.export.pack import (
+    add_packed_sizes,
+    is_packable,
+    plan_codes,
+    save_packed_atomic,
+)
 from sb_compress.export.save import save_pretrained_atomic
 from sb_compress.report import build_report, write_report
 
@@ -79,6 +88,8 @@ def export_plan(
     dict
         The report written.
     """
+    packed = is_packable(plan)
+    codes = plan_codes(plan) if packed else None
     model = plan.finalized_model()
     records = plan.layer_records()
     results = results or {}
@@ -101,17 +112,24 @@ def export_plan(
             scope=summary["scope"],
             elapsed_s=elapsed_s,
             folder=staging,
-            format="dense",
+            format="packed" if packed else "dense",
             step=int(plan.step),
             modifiers=plan.settings(),
             test_wer=next(iter(wer.values()), None),
             wer=wer or None,
             cer=results.get("cer") or None,
         )
+        if packed:
+            add_packed_sizes(report, staging)
         write_report(staging, report)
         written.update(report)
 
-    save_pretrained_atomic(
-        model, folder, overwrite=True, extra_files=write_extras
-    )
+    if packed:
+        save_packed_atomic(
+            model, codes, folder, overwrite=True, extra_files=write_extras
+        )
+    else:
+        save_pretrained_atomic(
+            model, folder, overwrite=True, extra_files=write_extras
+        )
     return written
