@@ -8,6 +8,7 @@ Authors
 """
 
 from .base import KeepMask, Modifier
+from .distill import LayerDistillation
 from .hardconcrete import HardConcretePruning
 from .masked import ClusterPrune, GradualMagnitude
 from .nm import NMMask, NMSparsity
@@ -19,6 +20,7 @@ METHODS = {
     "magnitude": GradualMagnitude,
     "kmeans": ClusterPrune,
     "hardconcrete": HardConcretePruning,
+    "distill": LayerDistillation,
     "nm": NMSparsity,
     "quant": QuantizeWeights,
 }
@@ -30,6 +32,7 @@ __all__ = [
     "GradualMagnitude",
     "HardConcretePruning",
     "KeepMask",
+    "LayerDistillation",
     "Modifier",
     "NMMask",
     "NMSparsity",
