@@ -1,6 +1,8 @@
 """Weight fake-quantization: the grid, the STE, the modifier and its
 validation when the YAML loads."""
 
+import os
+
 import pytest
 import torch
 from transformers import Wav2Vec2Model
@@ -163,3 +165,26 @@ compression: !new:sb_compress.Plan
     with pytest.raises(ValueError, match="group_size = 3 does not divide"):
         load_hyperpyyaml(text)
     assert QuantizeWeights(bits=8).settings()["bits"] == 8
+
+
+def test_include_able_quant_block_builds_int4_with_2_4(tiny_sources, tmp_path):
+    from hyperpyyaml import load_hyperpyyaml
+
+    hparams = os.path.join(os.path.dirname(__file__), os.pardir, "hparams")
+    text = f"""
+wav2vec2: !new:speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+    source: {tiny_sources["wav2vec2"]}
+    save_path: {tmp_path / "hub"}
+compression: !new:sb_compress.Plan
+    model: !ref <wav2vec2>
+    modifiers: !include:{hparams}/quant.yaml
+        group_size: 32
+"""
+    plan = load_hyperpyyaml(text)["compression"]
+    nm, quant = plan.settings()
+    assert (nm["method"], nm["n"], nm["m"]) == ("nm", 2, 4)
+    assert (quant["method"], quant["bits"], quant["group_size"]) == (
+        "quant",
+        4,
+        32,
+    )

@@ -51,6 +51,8 @@ def _report(output):
         ("magnitude.yaml", "tiny_wav2vec2", "magnitude"),
         ("cluster.yaml", "tiny_wav2vec2", "kmeans"),
         ("prune_whisper.yaml", "tiny_whisper", "pinch"),
+        ("quant.yaml", "tiny_wav2vec2", "nm+quant"),
+        ("quant_extreme.yaml", "tiny_wav2vec2", "nm+quant"),
     ],
 )
 def test_recipe_compresses_and_reports_on_the_embedded_samples(
