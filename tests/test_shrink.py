@@ -151,3 +151,48 @@ def test_edited_config_is_named(shrunk_folders, tmp_path):
         json.dump(config, f)
     with pytest.raises(CompressedFormatError, match=rf"\['{layer}'\]\.ffn"):
         sb_compress.load_compressed(folder)
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_conv_channels_shrink_exactly(tiny_sources, tmp_path, family):
+    model = load_source(tiny_sources[family])
+    structures = ["heads", "dims", "ffn", "layers", "conv"]
+    plan = Plan(
+        model,
+        [{"method": "hardconcrete", "sparsity": 0.5, "structures": structures}],
+    )
+    plan.prepare()
+    modifier = plan.modifiers[0]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for gate in modifier.all_gates():
+            gate.log_alpha.normal_(0.0, 3.0)
+    model.eval()
+    inputs = _inputs(family)
+    expected = _run(model, inputs)
+    shrunk = save_shrunk(plan, str(tmp_path / "out"))
+    kept = [len(c) for c in modifier.structure()["conv"]]
+    assert all(0 < k < 32 for k in kept)
+    dense = count_params(model) - sum(
+        g.log_alpha.numel() for g in modifier.all_gates()
+    )
+    predicted = dense - modifier.dense_params()
+    predicted += float(modifier.expected_params(deterministic=True))
+    assert count_params(shrunk) == int(round(predicted))
+    loaded = sb_compress.load_compressed(str(tmp_path / "out"))
+    assert torch.allclose(_run(loaded, inputs), expected, atol=1e-4)
+
+
+def test_conv_gates_refuse_whisper(tiny_sources):
+    model = load_source(tiny_sources["whisper"])
+    with pytest.raises(ValueError, match="structures: 'conv'"):
+        Plan(
+            model,
+            [
+                {
+                    "method": "hardconcrete",
+                    "sparsity": 0.5,
+                    "structures": ["heads", "conv"],
+                }
+            ],
+        )

@@ -143,6 +143,9 @@ def check_structure(model, structure):
 
     for key, spec in structure.items():
         where = f"{STRUCTURE_KEY}[{key!r}]"
+        if key == "conv":
+            _check_conv(model, spec, where, check_indices)
+            continue
         if not str(key).isdigit() or int(key) >= len(layers):
             raise CompressedFormatError(
                 f"{where}: the encoder has {len(layers)} layers"
@@ -168,6 +171,19 @@ def check_structure(model, structure):
             check_indices(units, width, f"{where}.ffn")
 
 
+def _check_conv(model, channels, where, check_indices):
+    if model.config.model_type == "whisper":
+        raise CompressedFormatError(f"{where}: Whisper has no conv gates")
+    widths = list(model.config.conv_dim)
+    if not isinstance(channels, list) or len(channels) != len(widths) - 1:
+        raise CompressedFormatError(
+            f"{where}: one list of kept channels per conv layer but the "
+            f"last ({len(widths) - 1})"
+        )
+    for i, kept in enumerate(channels):
+        check_indices(kept, widths[i], f"{where}[{i}]")
+
+
 def structure_summary(structure):
     """Per-layer sizes for reports: heads, q/k and v dims, FFN width.
 
@@ -187,7 +203,9 @@ def structure_summary(structure):
     [{'layer': 1, 'heads': 0, 'qk_dims': [], 'v_dims': [], 'ffn_width': 2}]
     """
     records = []
-    for key in sorted(structure, key=int):
+    if "conv" in structure:
+        records.append({"conv_channels": [len(c) for c in structure["conv"]]})
+    for key in sorted((k for k in structure if k != "conv"), key=int):
         spec = structure[key]
         record = {"layer": int(key)}
         if "attention" in spec:

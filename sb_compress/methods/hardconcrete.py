@@ -6,7 +6,9 @@ Gates (Louizos et al.; DPHuBERT) sit on the units of each encoder layer:
   column of q and k (one q/k dim of one head), ``z_v`` shared by a column
   of v and a row of ``out_proj`` (a head dies when all its v dims die);
 * FFN intermediate units;
-* whole attention and FFN sub-blocks (a removed block outputs zero).
+* whole attention and FFN sub-blocks (a removed block outputs zero);
+* optionally (``conv`` in ``structures``) the channels of the
+  convolutional front-end, all layers but the last.
 
 A gate with parameter ``log_alpha`` samples ``u ~ U(eps, 1 - eps)``,
 ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``,
@@ -54,8 +56,14 @@ LEFT = -0.1
 RIGHT = 1.1
 EPS = 1e-6
 
-#: Units a HardConcrete modifier can gate.
+#: Units a HardConcrete modifier gates by default.
 STRUCTURES = ("heads", "dims", "ffn", "layers")
+
+#: Every unit it can gate: ``conv`` adds the output channels of the
+#: convolutional front-end (wav2vec2 / HuBERT / WavLM with
+#: ``feat_extract_norm="group"``; all conv layers but the last, whose
+#: channels a LayerNorm normalises together).
+ALL_STRUCTURES = STRUCTURES + ("conv",)
 
 
 class _Clock:
@@ -310,6 +318,37 @@ class ColumnGate(torch.nn.Module):
         return (mask > 0)[None, :].expand_as(weight).clone()
 
 
+class ChannelGate(torch.nn.Module):
+    """Parametrization scaling the input channels of a convolution (the
+    output channels of the conv layer before it) by their gates; it owns
+    the gates.
+
+    Arguments
+    ---------
+    gate : HardConcrete
+        One gate per channel.
+    """
+
+    def __init__(self, gate):
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, weight):
+        """Returns the channel-gated weight ``(out, in, kernel)``."""
+        return weight * self.gate().to(weight.dtype)[None, :, None]
+
+    @torch.no_grad()
+    def hard_mask(self, weight):
+        """Keep-mask of the input channels."""
+        mask = self.gate.deterministic() > 0
+        return mask[None, :, None].expand_as(weight).clone()
+
+
+def conv_layers(model):
+    """The conv front-end layers of a wav2vec2 / HuBERT / WavLM model."""
+    return adapter_for(model).feature_extractor().conv_layers
+
+
 def _deterministic(function, module):
     training = module.training
     module.eval()
@@ -334,6 +373,18 @@ def _block_output_hook(gates):
         return output * block.to(output.dtype)
 
     return hook
+
+
+class _ConvGates:
+    """The channel gates of the conv front-end (held by the model's
+    parametrizations; this only groups them)."""
+
+    def __init__(self, gates):
+        self.list = list(gates)
+
+    def gates(self):
+        """The gates by conv layer index."""
+        return {str(i): g for i, g in enumerate(self.list)}
 
 
 class HardConcretePruning(Modifier):
@@ -441,11 +492,11 @@ class HardConcretePruning(Modifier):
                 "encoder only; use scope: encoder"
             )
         check_sparsity(self.sparsity, f"{where}.sparsity")
-        unknown = [s for s in self.structures if s not in STRUCTURES]
+        unknown = [s for s in self.structures if s not in ALL_STRUCTURES]
         if unknown or not self.structures:
             raise ValueError(
                 f"{where}.structures = {list(self.structures)}: choose among "
-                + ", ".join(STRUCTURES)
+                + ", ".join(ALL_STRUCTURES)
             )
         for key in ("lr", "multiplier_lr"):
             value = getattr(self, key)
@@ -488,6 +539,23 @@ class HardConcretePruning(Modifier):
                 self.blocks.append(("attention", index))
             if ffn:
                 self.blocks.append(("ffn", index))
+        if "conv" in self.structures:
+            self._check_conv(where)
+
+    def _check_conv(self, where):
+        model = self.model
+        if model.config.model_type == "whisper":
+            raise ValueError(
+                f"{where}.structures: 'conv' prunes the wav2vec2 / HuBERT / "
+                "WavLM front-end; Whisper's has no channel gates"
+            )
+        if getattr(model.config, "feat_extract_norm", "group") != "group":
+            raise ValueError(
+                f"{where}.structures: 'conv' needs feat_extract_norm="
+                "'group' (per-channel norms); this model normalises conv "
+                "channels together (layer), so drop 'conv'"
+            )
+        self.blocks.append(("conv", None))
 
     @property
     def model(self):
@@ -503,6 +571,9 @@ class HardConcretePruning(Modifier):
         device = next(model.parameters()).device
         self.block_gates = {}
         for kind, index in self.blocks:
+            if kind == "conv":
+                self._prepare_conv(device)
+                continue
             layer = layers[index]
             parts = block_parts(model, layer)
             if kind == "attention":
@@ -536,6 +607,19 @@ class HardConcretePruning(Modifier):
             m for m in model.modules() if getattr(m, "layers", None) is layers
         )
         self._handles.append(layers_owner.register_forward_pre_hook(self._tick))
+
+    def _prepare_conv(self, device):
+        convs = conv_layers(self.model)
+        gates = torch.nn.ModuleList()
+        for i in range(len(convs) - 1):
+            gate = HardConcrete(
+                convs[i].conv.out_channels, self.init_prob, self._clock
+            ).to(device)
+            register(convs[i + 1].conv, ChannelGate(gate))
+            gates.append(gate)
+        self.block_gates[("conv", None)] = _ConvGates(gates)
+        owner = adapter_for(self.model).feature_extractor()
+        self._handles.append(owner.register_forward_pre_hook(self._tick))
 
     def _tick(self, module, args):
         self._clock.value += 1
@@ -602,6 +686,8 @@ class HardConcretePruning(Modifier):
         torch.Tensor
             The (expected) number of parameters of the block.
         """
+        if kind == "conv":
+            return self._conv_params(probs)
         heads, head_dim, width, family = self._sizes()
         layer = encoder_layers(self.model)[index]
         parts = block_parts(self.model, layer)
@@ -623,6 +709,23 @@ class HardConcretePruning(Modifier):
             count = count + alive.sum()
         return count + block[0] * constant
 
+    def _conv_params(self, probs):
+        convs = conv_layers(self.model)
+        total = 0.0
+        kept_in = 1.0
+        for i, layer in enumerate(convs):
+            conv = layer.conv
+            kept_out = probs[i].sum() if i < len(probs) else conv.out_channels
+            kernel = conv.kernel_size[0]
+            total = total + kept_out * kept_in * kernel
+            if conv.bias is not None:
+                total = total + kept_out
+            norm = getattr(layer, "layer_norm", None)
+            if norm is not None and norm.weight is not None:
+                total = total + 2 * kept_out
+            kept_in = kept_out
+        return total
+
     def _probs(self, gates, deterministic):
         def value(gate, n):
             device = self.multipliers.device
@@ -636,6 +739,8 @@ class HardConcretePruning(Modifier):
             with torch.no_grad():
                 return gate.l0()
 
+        if isinstance(gates, _ConvGates):
+            return tuple(value(g, g.n) for g in gates.list)
         if isinstance(gates, AttentionGates):
             width = gates.heads * gates.head_dim
             return (
@@ -715,7 +820,9 @@ class HardConcretePruning(Modifier):
         layers = encoder_layers(self.model)
         with torch.no_grad():
             for (kind, index), gates in self.block_gates.items():
-                if gates.block is None or gates.block.deterministic()[0] > 0:
+                if kind == "conv" or gates.block is None:
+                    continue
+                if gates.block.deterministic()[0] > 0:
                     continue
                 parts = block_parts(self.model, layers[index])
                 if kind == "attention":
@@ -731,6 +838,12 @@ class HardConcretePruning(Modifier):
         describes it: ``{layer: {"attention": ..., "ffn": ...}}``."""
         out = {}
         for (kind, index), gates in self.block_gates.items():
+            if kind == "conv":
+                out["conv"] = [
+                    g.deterministic().nonzero().flatten().tolist()
+                    for g in gates.list
+                ]
+                continue
             masks = _deterministic(gates.masks, gates)
             entry = out.setdefault(str(index), {})
             if kind == "ffn":

@@ -400,6 +400,95 @@ def _shrunk_attention(model, index, old, spec):
     )
 
 
+def conv_layers(model):
+    """The conv front-end layers of a wav2vec2 / HuBERT / WavLM model."""
+    for attr in ("wav2vec2", "hubert", "wavlm"):
+        if hasattr(model, attr):
+            model = getattr(model, attr)
+    return model.feature_extractor.conv_layers
+
+
+def _conv_sizes(model, channels):
+    """``(in, out)`` channels of every conv layer once ``channels`` (kept
+    output channels of all layers but the last) are applied."""
+    convs = conv_layers(model)
+    sizes, kept_in = [], 1
+    for i, layer in enumerate(convs):
+        out = (
+            len(channels[i]) if i < len(channels) else (layer.conv.out_channels)
+        )
+        sizes.append((kept_in, out))
+        kept_in = out
+    return sizes
+
+
+def apply_conv_structure(model, channels):
+    """Rebuilds the conv front-end with ``channels[i]`` kept output
+    channels of conv layer ``i`` (all layers but the last).
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        wav2vec2, HuBERT or WavLM with group-normalised conv layers.
+    channels : list of list of int
+        Kept channels per conv layer.
+    """
+    convs = conv_layers(model)
+    for layer, (n_in, n_out) in zip(convs, _conv_sizes(model, channels)):
+        old = layer.conv
+        if (n_in, n_out) == (old.in_channels, old.out_channels):
+            continue
+        layer.conv = torch.nn.Conv1d(
+            n_in,
+            n_out,
+            old.kernel_size[0],
+            stride=old.stride[0],
+            bias=old.bias is not None,
+        )
+        norm = getattr(layer, "layer_norm", None)
+        if isinstance(norm, torch.nn.GroupNorm):
+            layer.layer_norm = torch.nn.GroupNorm(n_out, n_out, affine=True)
+
+
+def slice_conv_state(model, channels, state):
+    """Slices the conv front-end tensors of a dense state dict in place.
+
+    Arguments
+    ---------
+    model : transformers.PreTrainedModel
+        The dense model.
+    channels : list of list of int
+        Kept channels per conv layer (all but the last).
+    state : dict
+        Dense state dict with plain keys.
+    """
+    convs = conv_layers(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    for i, layer in enumerate(convs):
+        prefix = names[id(layer)] + "."
+        if i < len(channels):
+            rows = torch.tensor(channels[i], dtype=torch.long)
+            for key in (
+                "conv.weight",
+                "conv.bias",
+                "layer_norm.weight",
+                "layer_norm.bias",
+            ):
+                if prefix + key in state and (
+                    key.startswith("conv")
+                    or isinstance(
+                        getattr(layer, "layer_norm", None), torch.nn.GroupNorm
+                    )
+                ):
+                    state[prefix + key] = (
+                        state[prefix + key].index_select(0, rows).clone()
+                    )
+        if i > 0 and i - 1 < len(channels):
+            cols = torch.tensor(channels[i - 1], dtype=torch.long)
+            key = prefix + "conv.weight"
+            state[key] = state[key].index_select(1, cols).clone()
+
+
 def apply_structure(model, structure):
     """Rebuilds the encoder layers of ``model`` in place with the sizes of
     ``structure`` (new, uninitialised modules where sizes change).
@@ -410,7 +499,9 @@ def apply_structure(model, structure):
         wav2vec2, HuBERT, WavLM or Whisper.
     structure : dict
         ``{layer index (str or int): {"attention": ..., "ffn": ...}}``; see
-        the module docstring. Layers not named are left as they are.
+        the module docstring. Layers not named are left as they are. The
+        key ``"conv"`` lists the kept channels of the conv front-end's
+        layers (all but the last).
 
     Returns
     -------
@@ -419,6 +510,9 @@ def apply_structure(model, structure):
     """
     layers = encoder_layers(model)
     for key, spec in structure.items():
+        if key == "conv":
+            apply_conv_structure(model, spec)
+            continue
         index = int(key)
         layer = layers[index]
         parts = block_parts(model, layer)
@@ -548,6 +642,9 @@ def slice_state(model, structure, state):
     """
     state = dict(state)
     for key, spec in structure.items():
+        if key == "conv":
+            slice_conv_state(model, spec, state)
+            continue
         index = int(key)
         slice_layer_state(model, index, spec, state, layer_prefix(model, index))
     return state
