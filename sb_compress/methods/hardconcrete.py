@@ -266,16 +266,29 @@ class FFNGates(torch.nn.Module):
 
 
 class RowGate(torch.nn.Module):
-    """Parametrization scaling the rows of q or k by the q/k dim gates
-    (held by reference; the :class:`AttentionGates` are registered once, on
-    ``out_proj``)."""
+    """Parametrization scaling output rows: q and k by the q/k dim gates,
+    v by the v dim gates (:class:`AttentionGates`), the FFN's first Linear
+    by the unit gates (:class:`FFNGates`). The gates are held by reference
+    (they are registered once, on the block's :class:`ColumnGate`).
 
-    def __init__(self, owner):
+    Arguments
+    ---------
+    owner : AttentionGates or FFNGates
+        The block's gates.
+    which : str
+        ``qk``, ``v`` or ``ffn``.
+    """
+
+    def __init__(self, owner, which):
         super().__init__()
         self._owner = [owner]
+        self.which = which
 
     def _mask(self):
-        return self._owner[0].masks()[2]
+        masks = self._owner[0].masks()
+        if self.which == "ffn":
+            return masks[1]
+        return masks[2] if self.which == "qk" else masks[3]
 
     def forward(self, weight):
         """Returns the row-gated weight."""
@@ -283,12 +296,18 @@ class RowGate(torch.nn.Module):
 
     @torch.no_grad()
     def hard_mask(self, weight):
-        """Keep-mask of the rows (deterministic gates)."""
+        """Keep-mask of the rows (deterministic gates; rows of removed
+        heads and blocks included)."""
         owner = self._owner[0]
-        block, head, qk, v = _deterministic(owner.masks, owner)
-        alive = _alive_heads(block, head, v, owner.head_dim)
-        keep = (qk * alive.repeat_interleave(owner.head_dim)) > 0
-        return keep[:, None].expand_as(weight).clone()
+        masks = _deterministic(owner.masks, owner)
+        if self.which == "ffn":
+            keep = masks[1] * masks[0]
+        else:
+            block, head, qk, v = masks
+            alive = _alive_heads(block, head, v, owner.head_dim)
+            dims = qk if self.which == "qk" else v
+            keep = dims * alive.repeat_interleave(owner.head_dim)
+        return (keep > 0)[:, None].expand_as(weight).clone()
 
 
 class ColumnGate(torch.nn.Module):
@@ -591,12 +610,14 @@ class HardConcretePruning(Modifier):
                 attention = _get(layer, parts["attention"])
                 register(attention.out_proj, ColumnGate(gates))
                 if gates.qk is not None:
-                    register(attention.q_proj, RowGate(gates))
-                    register(attention.k_proj, RowGate(gates))
+                    register(attention.q_proj, RowGate(gates, "qk"))
+                    register(attention.k_proj, RowGate(gates, "qk"))
+                register(attention.v_proj, RowGate(gates, "v"))
                 hooked = attention
             else:
                 output = _get(layer, parts["ffn_out"])
                 register(output, ColumnGate(gates))
+                register(_get(layer, parts["ffn_in"]), RowGate(gates, "ffn"))
                 hooked = output
             if gates.block is not None:
                 self._handles.append(
