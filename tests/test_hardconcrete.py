@@ -1,6 +1,9 @@
 """HardConcrete structured pruning: gates, expected size, control, resume."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -161,3 +164,39 @@ def test_harden_makes_dense_export_match_gated_model(tiny_sources):
         expected = model(wav).last_hidden_state
         dense = plan.finalized_model()(wav).last_hidden_state
     assert torch.allclose(dense, expected, atol=1e-4)
+
+
+def test_two_process_gloo_run_keeps_gates_identical_across_ranks(
+    tiny_sources, tmp_path
+):
+    here = os.path.dirname(os.path.abspath(__file__))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        os.path.join(here, "hardconcrete_ddp.py"),
+        tiny_sources["wav2vec2"],
+        str(tmp_path),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=here
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["step"] == 4
+    assert ranks[0].keys() == ranks[1].keys()
+    for key, value in ranks[0].items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, ranks[1][key]), key
+        else:
+            assert value == ranks[1][key], key
+    initial = math.log(0.99 / 0.01)
+    moved = [
+        (value - initial).abs().max()
+        for key, value in ranks[0].items()
+        if key.startswith("log_alpha.")
+    ]
+    assert max(moved) > 0.5
+    assert not torch.equal(ranks[0]["multipliers"], torch.zeros(2))
