@@ -149,7 +149,9 @@ def _kmeans(
         if spec.name in records:
             continue
         plan = plans.get(spec.name, LayerPlan())
-        keep, new, error = apply_plan(spec.module.weight, plan)
+        keep, new, error = apply_plan(
+            spec.module.weight, plan, row_balance=True
+        )
         spec.module.weight.copy_(new.to(spec.module.weight.dtype))
         pruned = float((~keep).sum()) / keep.numel()
         clusters = plan.cluster.k if plan.cluster else None

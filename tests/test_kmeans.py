@@ -145,3 +145,16 @@ def test_bad_allocation_raises_naming_the_choices():
 def test_non_matrix_weight_raises_naming_the_layer():
     with pytest.raises(ValueError, match="weights\\['v'\\]"):
         cluster_masks({"v": torch.randn(10)}, 0.3)
+
+
+def test_balanced_rows_prune_the_same_count_in_every_row_of_a_layer():
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(16, 64, generator=generator)
+    weight[3, :4] = 40.0
+    keep, _, info = cluster_masks({"w": weight}, 0.3)
+    per_row = (~keep["w"]).sum(dim=1)
+    assert int(per_row.max() - per_row.min()) <= 1
+    assert info["w"]["sparsity"] == pytest.approx(0.3, abs=1 / 1024)
+    unbalanced, _, _ = cluster_masks({"w": weight}, 0.3, row_balance=False)
+    spread = (~unbalanced["w"]).sum(dim=1)
+    assert int(spread.max() - spread.min()) > 1

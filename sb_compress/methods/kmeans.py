@@ -46,7 +46,7 @@ MIXED_KS = tuple(range(3, 32, 2))
 UNIFORM_KS = tuple(range(3, 256, 2))
 ALLOCATIONS = ("uniform", "mixed")
 #: How the mixed allocation weighs each layer's error in its objective.
-WEIGHTINGS = ("relative", "size", "absolute")
+WEIGHTINGS = ("relative", "size", "absolute", "rows")
 #: Rows per layer on which the allocation measures sparsity and error.
 PROFILE_ROWS = 32
 
@@ -340,11 +340,14 @@ class Estimate:
     levels : torch.Tensor
         (K,) mean position of each cluster's middle in the sorted rows, as
         a fraction of the row: the quantile init of the full run.
+    row_error : float
+        Mean over the sampled rows of ``||w - w_hat||^2 / ||w||^2``.
     """
 
     sparsity: float
     error: float
     levels: torch.Tensor
+    row_error: float = 0.0
 
 
 def _sample(weight, profile_rows):
@@ -423,6 +426,9 @@ class RowProfile:
             energy.index_add_(0, owner, second[:, -1])
             lost = torch.zeros(layers, dtype=torch.float64)
             lost.index_add_(0, owner, sse)
+            row_energy = second[:, -1].clamp(min=1e-30)
+            row_lost = torch.zeros(layers, dtype=torch.float64)
+            row_lost.index_add_(0, owner, sse / row_energy)
             middle = (edges[:, 1:] + edges[:, :-1]).double() / (2 * cols)
             levels = torch.zeros(layers, k, dtype=torch.float64)
             levels.index_add_(0, owner, middle)
@@ -432,6 +438,7 @@ class RowProfile:
                     sparsity=float(count[i] / (rows[i] * cols)),
                     error=float(lost[i] / energy[i]) if energy[i] > 0 else 0.0,
                     levels=levels[i] / rows[i],
+                    row_error=float(row_lost[i] / rows[i]),
                 )
         self.cache[k] = result
         return result
@@ -494,7 +501,7 @@ def _lower_hull(points):
 def _layer_scale(weighting, weight):
     if weighting == "relative":
         return 1.0
-    if weighting == "size":
+    if weighting in ("size", "rows"):
         return float(weight.numel())
     return float(weight.detach().double().pow(2).sum())
 
@@ -509,8 +516,13 @@ def _mixed_ks(weights, estimates, target, weighting, layer_weights):
     for order, (name, weight) in enumerate(weights.items()):
         scale = _layer_scale(weighting, weight)
         scale *= (layer_weights or {}).get(name, 1.0)
+        error = "row_error" if weighting == "rows" else "error"
         points = [
-            (e[name].sparsity * weight.numel(), scale * e[name].error, k)
+            (
+                e[name].sparsity * weight.numel(),
+                scale * getattr(e[name], error),
+                k,
+            )
             for k, e in estimates.items()
         ]
         hull = _lower_hull(points)
@@ -652,7 +664,18 @@ def _nearest_kept_centroid(weight, cluster, restored):
     return rows, cols, nearest.float()
 
 
-def apply_plan(weight, plan):
+def _balanced_rows(magnitude, total):
+    """Mask of the ``total`` smallest entries, spread evenly over rows."""
+    rows, cols = magnitude.shape
+    per_row = torch.full((rows,), total // rows, dtype=torch.long)
+    per_row[: total - int(per_row.sum())] += 1
+    order = magnitude.argsort(dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(cols).expand(rows, cols).clone())
+    return ranks < per_row[:, None]
+
+
+def apply_plan(weight, plan, row_balance=False):
     """Applies a :class:`LayerPlan` to one weight.
 
     Arguments
@@ -661,6 +684,11 @@ def apply_plan(weight, plan):
         2-D tensor (out x in); not modified.
     plan : LayerPlan
         From :func:`plan_clusters`.
+    row_balance : bool
+        Spread the layer's pruned count evenly over its rows (each row
+        loses its smallest ``|w|``) instead of pruning each row's own zero
+        cluster, whose size varies widely: rows with outliers lose most of
+        their weights. See :func:`cluster_masks`.
 
     Returns
     -------
@@ -702,6 +730,15 @@ def apply_plan(weight, plan):
                 original, cluster, restored
             )
             new[rows, cols] = values
+    if row_balance:
+        balanced = _balanced_rows(magnitude, int(pruned.sum()))
+        restored = pruned & ~balanced
+        pruned = balanced
+        if shared and bool(restored.any()):
+            rows, cols, values = _nearest_kept_centroid(
+                original, cluster, restored
+            )
+            new[rows, cols] = values
     new.masked_fill_(pruned, 0.0)
     energy = float(original.double().pow(2).sum())
     error = float((original - new).double().pow(2).sum())
@@ -714,6 +751,7 @@ def cluster_masks(
     allocation="uniform",
     share_centroids=False,
     progress=False,
+    row_balance=True,
     **options,
 ):
     """Keep-masks and new weights of k-means clustering.
@@ -730,6 +768,13 @@ def cluster_masks(
         Snap kept weights to their centroid.
     progress : bool
         Show a tqdm bar over the layers.
+    row_balance : bool
+        Prune the same number of weights in every row of a layer (its
+        smallest ``|w|``), the layer's count coming from its clusters
+        (default), rather than each row's own zero cluster. Measured on
+        Whisper tiny.en at 30% sparsity: per-row zero clusters pruned
+        14-92% of a row, and the decoder looped (52% WER, 71 insertions on
+        40 utterances); balanced rows gave 24.2% (dense 22.8%).
     **options
         ``ks``, ``weighting``, ``layer_weights``, ``max_iter``,
         ``profile_rows`` of :func:`plan_clusters`.
@@ -757,7 +802,7 @@ def cluster_masks(
     )
     keep_masks, new_weights, info = {}, {}, {}
     for name, weight in weights.items():
-        keep, new, error = apply_plan(weight, plans[name])
+        keep, new, error = apply_plan(weight, plans[name], row_balance)
         keep_masks[name], new_weights[name] = keep, new
         info[name] = {
             "clusters": plans[name].cluster.k if plans[name].cluster else None,
