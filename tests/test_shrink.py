@@ -196,3 +196,33 @@ def test_conv_gates_refuse_whisper(tiny_sources):
                 }
             ],
         )
+
+
+def test_plan_on_speechbrain_whisper_encoder_shrinks_into_its_wrapper(
+    tiny_sources, tmp_path
+):
+    from speechbrain.integrations.huggingface.whisper import Whisper
+
+    wrapper = Whisper(
+        tiny_sources["whisper"],
+        save_path=str(tmp_path / "hub"),
+        encoder_only=True,
+        freeze=True,
+    )
+    plan = Plan(wrapper, [{"method": "hardconcrete", "sparsity": 0.5}])
+    plan.prepare()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for gate in plan.modifiers[0].all_gates():
+            gate.log_alpha.normal_(0.0, 3.0)
+    wrapper.eval()
+    audio = torch.randn(1, 16000)
+    with torch.no_grad():
+        expected = wrapper(audio)
+    gated = count_params(wrapper.model)
+    save_shrunk(plan, str(tmp_path / "out"))
+    wrapper.model = sb_compress.load_compressed(str(tmp_path / "out"))
+    assert wrapper.model.decoder is None
+    assert count_params(wrapper.model) < gated
+    with torch.no_grad():
+        assert torch.allclose(wrapper(audio), expected, atol=1e-4)
