@@ -70,3 +70,22 @@ def test_projections_resume_from_the_plan_state(tiny_sources):
         plan.modifiers[1].projections.parameters(),
     ):
         assert torch.equal(a, b)
+
+
+def test_teacher_of_an_already_gated_model_has_the_unmasked_weights(
+    tiny_sources,
+):
+    model = load_source(tiny_sources["wavlm"])
+    audio = torch.randn(1, 4000)
+    with torch.no_grad():
+        dense = model(audio).last_hidden_state
+    gated = Plan(model, [{"method": "hardconcrete", "sparsity": 0.5}])
+    gated.prepare()
+    with torch.no_grad():
+        for gate in gated.modifiers[0].all_gates():
+            gate.log_alpha.normal_(0.0, 3.0)
+    distill = Plan(model, [{"method": "distill"}]).modifiers[0]
+    teacher = distill._refs["teacher"]
+    with torch.no_grad():
+        assert torch.allclose(teacher(audio).last_hidden_state, dense)
+        assert not torch.allclose(model(audio).last_hidden_state, dense)

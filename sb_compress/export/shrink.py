@@ -253,7 +253,8 @@ def save_shrunk(
     folder : str
         Output folder (written atomically).
     source_dir : str, optional
-        Folder whose processor / tokenizer files are copied.
+        Folder whose processor / tokenizer files are copied (those of a
+        SpeechBrain wrapper the plan is bound to are saved anyway).
     overwrite : bool
         Replace an existing non-empty folder.
     report_extra : dict, optional
@@ -282,7 +283,13 @@ def save_shrunk(
     }
     report.update(report_extra or {})
 
+    wrapper = getattr(plan_or_modifier, "model", None)
+
     def write_report(staging):
+        for attribute in ("feature_extractor", "tokenizer"):
+            processor = getattr(wrapper, attribute, None)
+            if hasattr(processor, "save_pretrained"):
+                processor.save_pretrained(staging)
         with open(os.path.join(staging, "compression_report.json"), "w") as f:
             json.dump(report, f, indent=2)
 

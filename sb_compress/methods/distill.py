@@ -7,7 +7,8 @@ and is compared with the teacher's at the same layer::
     L = sum_l l1_weight |P_l h_l - t_l|_1 + cos_weight (1 - cos(P_l h_l, t_l))
 
 averaged over frames and features. The teacher is a frozen copy of the
-model taken when the plan is built (before any gate or mask is inserted)
+model taken when the plan is built (its unmasked weights, should gates
+already be in place)
 and runs, in eval mode and without gradients, on the same input as the
 student. The loss is added to whatever the recipe computes: alone
 (task-agnostic, the recipe's loss being zero) or with the CTC loss.
@@ -38,6 +39,23 @@ def _input_module(model):
     if model.config.model_type == "whisper":
         return getattr(model, "model", model).encoder
     return model
+
+
+def _frozen_copy(student):
+    """A plain copy of the student's unpruned weights: a fresh model of its
+    class loaded with the originals of any masked weight (no gates, no
+    hooks), in eval mode."""
+    from sb_compress.export.shrink import (
+        _fresh_model,
+        _has_decoder,
+        dense_state,
+    )
+
+    teacher = _fresh_model(
+        copy.deepcopy(student.config), _has_decoder(student), type(student)
+    )
+    teacher.load_state_dict(dense_state(student))
+    return teacher.to(next(student.parameters()).device).eval()
 
 
 def _hidden(output):
@@ -156,7 +174,7 @@ class LayerDistillation(Modifier):
                     f"1..{count}"
                 )
         self.layers_matched = list(layers)
-        teacher = copy.deepcopy(student).eval()
+        teacher = _frozen_copy(student)
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
         self._refs = {"student": student, "teacher": teacher}
