@@ -717,7 +717,11 @@ def load_packed(folder, report=None, **options):
     check_model_type(config, folder)
     state, layout = read_packed(folder)
     model_config = transformers.AutoConfig.from_pretrained(folder)
-    model = model_class_for(config)(model_config)
+    model_class = model_class_for(config)
+    if model_class is transformers.AutoModel:
+        model = model_class.from_config(model_config)
+    else:
+        model = model_class(model_config)
     if layout.get("drop_decoder"):
         getattr(model, "model", model).decoder = None
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
