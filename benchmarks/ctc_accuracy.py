@@ -110,6 +110,9 @@ def parse_arguments():
     parser.add_argument("--pinch-kappa-end", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--device", default=None, help="default: cuda when available"
+    )
     parser.add_argument("--json", default=None, help="write results here")
     return parser.parse_args()
 
@@ -173,9 +176,10 @@ def make_batches(utterances, batch_size):
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(features, utterances, batch):
+def collate(features, utterances, batch, device="cpu"):
     """Features trimmed to the batch's longest utterance (whole seconds,
-    even frame count), targets, and output frames per utterance."""
+    even frame count), targets, and output frames per utterance, on
+    ``device``."""
     longest = max(utterances[i][1] for i in batch)
     frames = int(math.ceil(longest)) * FRAMES_PER_SECOND
     frames = min(frames, features.shape[-1])
@@ -186,7 +190,12 @@ def collate(features, utterances, batch):
     texts = [encode_text(utterances[i][2]) for i in batch]
     targets = torch.tensor([c for t in texts for c in t], dtype=torch.long)
     lengths = torch.tensor([len(t) for t in texts], dtype=torch.long)
-    return mel, targets, lengths, out_frames
+    return (
+        mel.to(device),
+        targets.to(device),
+        lengths.to(device),
+        out_frames.to(device),
+    )
 
 
 def encode(encoder, features):
@@ -201,8 +210,9 @@ def encode(encoder, features):
 
 
 def load_encoder(source, seconds):
-    """Whisper without its decoder, positions sliced to ``seconds``."""
-    model = WhisperModel.from_pretrained(source)
+    """Whisper without its decoder (float32), positions sliced to
+    ``seconds``."""
+    model = WhisperModel.from_pretrained(source).float()
     model.decoder = None
     positions = int(seconds * FRAMES_PER_SECOND) // 2
     table = model.encoder.embed_positions.weight.data[:positions].clone()
@@ -247,11 +257,12 @@ def hard_sparsity(model, plan):
     return zeros / total
 
 
-def train_one(method, args, data, batch_order):
+def train_one(method, args, data, batch_order, device):
     """Fine-tunes one method; returns its results."""
     torch.manual_seed(args.seed)
-    model = load_encoder(args.source, data["seconds"])
+    model = load_encoder(args.source, data["seconds"]).to(device)
     head = torch.nn.Linear(model.config.d_model, len(ALPHABET) + 1)
+    head.to(device)
     plan = None
     own = set()
     extra_optimizers = []
@@ -287,7 +298,7 @@ def train_one(method, args, data, batch_order):
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr * scale
         mel, targets, lengths, frames = collate(
-            data["train_features"], train, batch
+            data["train_features"], train, batch, device
         )
         log_probs = head(encode(model.encoder, mel)).log_softmax(-1)
         loss = F.ctc_loss(
@@ -324,7 +335,7 @@ def train_one(method, args, data, batch_order):
         plan.harden()
         model = plan.finalized_model()
         sparsity = hard_sparsity(model, plan)
-    wer, hypotheses = evaluate(model, head, data, args.batch_size)
+    wer, hypotheses = evaluate(model, head, data, args.batch_size, device)
     return {
         "method": method,
         "settings": plan.settings() if plan is not None else None,
@@ -340,14 +351,14 @@ def train_one(method, args, data, batch_order):
 
 
 @torch.no_grad()
-def evaluate(model, head, data, batch_size):
+def evaluate(model, head, data, batch_size, device):
     """Greedy CTC WER (percent) on the dev set."""
     model.eval()
     head.eval()
     dev = data["dev"]
     references, hypotheses = [], []
     for batch in make_batches(dev, batch_size):
-        mel, _, _, frames = collate(data["dev_features"], dev, batch)
+        mel, _, _, frames = collate(data["dev_features"], dev, batch, device)
         log_probs = head(encode(model.encoder, mel)).log_softmax(-1)
         hypotheses += decode_greedy(log_probs, frames)
         references += [normalise(dev[i][2]) for i in batch]
@@ -386,6 +397,9 @@ def main():
     args = parse_arguments()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    device = torch.device(
+        args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     train = read_csv(args.train_csv, args.limit_train)
     dev = read_csv(args.csv, args.limit_dev)
     seconds = args.max_seconds or math.ceil(max(d for _, d, _ in train + dev))
@@ -401,7 +415,7 @@ def main():
     order = batch_schedule(batches, args.steps, args.seed)
     results = []
     for method in args.methods:
-        results.append(train_one(method, args, data, order))
+        results.append(train_one(method, args, data, order, device))
         print_table(results)
     summary = {
         "source": args.source,
@@ -413,6 +427,11 @@ def main():
         "max_seconds": seconds,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "device": (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else "cpu"
+        ),
         "torch": torch.__version__,
         "arguments": vars(args),
         "results": results,
