@@ -102,12 +102,12 @@ def parse_arguments():
     parser.add_argument(
         "--pinch-ramp",
         type=float,
-        default=0.0,
+        default=0.6,
         help="pinch ramp_steps, fraction of the run (0: thresholds start "
         "at the target quantile)",
     )
     parser.add_argument("--pinch-kappa-start", type=float, default=0.1)
-    parser.add_argument("--pinch-kappa-end", type=float, default=0.01)
+    parser.add_argument("--pinch-kappa-end", type=float, default=0.001)
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(

@@ -10,7 +10,8 @@ through :func:`sb_compress.fastpath.accelerate` (``Int4Linear`` /
 the encoder's latency on a batch of 10 s inputs for each, the speedup of
 the fast path over the dense run of the same weights, the largest output
 difference relative to the output's scale, and one FFN Linear's matmul
-time alone (768 -> 3072 over the batch's frames).
+time alone (768 -> 3072) over the batch's frames and over a few rows
+(``--small-m``: 1, 16, 128, as in step-by-step decoding).
 
 On a machine without CUDA the 2:4 layers stay dense (the report says
 why) and int4 runs PyTorch's CPU kernel.
@@ -62,6 +63,13 @@ def parse_arguments():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--small-m",
+        type=int,
+        nargs="*",
+        default=[1, 16, 128],
+        help="also time the FFN Linear on this many rows (decoding-like)",
+    )
     parser.add_argument("--json", default=None)
     return parser.parse_args()
 
@@ -126,8 +134,21 @@ def measure(name, folder, args, device, audio):
     layer_fast_s = latency(
         lambda: fast_layer(x), device, args.repeats, args.warmup
     )
+    small = {}
+    for rows in args.small_m:
+        x = torch.randn(rows, 768, device=device, dtype=torch.bfloat16)
+        small[str(rows)] = {
+            "dense_ms": 1000
+            * latency(lambda: dense_layer(x), device, args.repeats, 2),
+            "fast_ms": 1000
+            * latency(lambda: fast_layer(x), device, args.repeats, 2),
+        }
+        small[str(rows)]["speedup"] = (
+            small[str(rows)]["dense_ms"] / small[str(rows)]["fast_ms"]
+        )
     return {
         "setting": name,
+        "ffn_linear_small_m": small,
         "kernels": report["counts"],
         "reasons": sorted(
             {v for v in report["layers"].values() if v.startswith("dense")}
@@ -161,6 +182,15 @@ def print_table(rows, device):
             f"{r['ffn_linear_speedup']:.2f} | "
             f"{r['max_relative_difference']:.2e} |"
         )
+    print("\nFFN Linear (768 -> 3072) alone, rows = tokens in the call:")
+    print("| setting | rows | dense ms | fast ms | speedup |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        for m, t in r["ffn_linear_small_m"].items():
+            print(
+                f"| {r['setting']} | {m} | {t['dense_ms']:.3f} | "
+                f"{t['fast_ms']:.3f} | {t['speedup']:.2f} |"
+            )
 
 
 def main():

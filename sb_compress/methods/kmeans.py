@@ -566,7 +566,8 @@ def plan_clusters(
     Arguments
     ---------
     weights : dict
-        ``name -> 2-D tensor`` (out x in); not modified.
+        ``name -> 2-D tensor`` (out x in); not modified. The clustering
+        runs on CPU; masks and weights come back on each weight's device.
     sparsity : float
         Global fraction of weights to prune, in [0, 1); met exactly.
     allocation : str
@@ -797,13 +798,16 @@ def cluster_masks(
     >>> int((~keep["a"]).sum()), info["a"]["sparsity"]
     (40, 0.2)
     """
+    devices = {name: weight.device for name, weight in weights.items()}
+    weights = {name: weight.detach().cpu() for name, weight in weights.items()}
     plans = plan_clusters(
         weights, sparsity, allocation, share_centroids, progress, **options
     )
     keep_masks, new_weights, info = {}, {}, {}
     for name, weight in weights.items():
         keep, new, error = apply_plan(weight, plans[name], row_balance)
-        keep_masks[name], new_weights[name] = keep, new
+        keep_masks[name] = keep.to(devices[name])
+        new_weights[name] = new.to(devices[name])
         info[name] = {
             "clusters": plans[name].cluster.k if plans[name].cluster else None,
             "sparsity": float((~keep).sum()) / keep.numel(),
