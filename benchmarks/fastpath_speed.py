@@ -164,6 +164,72 @@ def measure(name, folder, args, device, audio):
     }
 
 
+@torch.no_grad()
+def sparse_backends(device, frames, args):
+    """Raw 2:4 matmul times (768 -> 3072) per backend and dtype (CUDA)."""
+    from torch.sparse import SparseSemiStructuredTensor as Sparse
+    from torch.sparse import to_sparse_semi_structured
+
+    from sb_compress.methods.nm import nm_mask
+
+    results = []
+    weight = torch.randn(3072, 768, device=device)
+    weight = weight * nm_mask(weight, 2, 4)
+    for dtype in (torch.float16, torch.bfloat16):
+        dense = weight.to(dtype)
+        for backend in ("cusparselt", "cutlass"):
+            Sparse._FORCE_CUTLASS = backend == "cutlass"
+            try:
+                sparse = to_sparse_semi_structured(dense)
+            except Exception as error:  # backend missing from this build
+                results.append(
+                    {
+                        "dtype": str(dtype),
+                        "backend": backend,
+                        "error": str(error),
+                    }
+                )
+                continue
+            for rows in [frames] + list(args.small_m):
+                x = torch.randn(rows, 768, device=device, dtype=dtype)
+                dense_s = latency(
+                    lambda: torch.nn.functional.linear(x, dense),
+                    device,
+                    args.repeats,
+                    2,
+                )
+                sparse_s = latency(
+                    lambda: torch.nn.functional.linear(x, sparse),
+                    device,
+                    args.repeats,
+                    2,
+                )
+                results.append(
+                    {
+                        "dtype": str(dtype).replace("torch.", ""),
+                        "backend": backend,
+                        "rows": rows,
+                        "dense_ms": 1000 * dense_s,
+                        "sparse_ms": 1000 * sparse_s,
+                        "speedup": dense_s / sparse_s,
+                    }
+                )
+    Sparse._FORCE_CUTLASS = False
+    print("\nraw 2:4 matmul, 768 -> 3072:")
+    print("| dtype | backend | rows | dense ms | 2:4 ms | speedup |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['dtype']} | {r['backend']} | - | {r['error'][:60]} |")
+            continue
+        print(
+            f"| {r['dtype']} | {r['backend']} | {r['rows']} | "
+            f"{r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | "
+            f"{r['speedup']:.2f} |"
+        )
+    return results
+
+
 def print_table(rows, device):
     """Markdown table of the rows."""
     print(f"\ndevice: {device}")
@@ -213,6 +279,9 @@ def main():
             rows.append(measure(name, path, args, device, audio))
             print(rows[-1], flush=True)
     print_table(rows, device)
+    backends = []
+    if device.type == "cuda":
+        backends = sparse_backends(device, rows[0]["frames"], args)
     if args.json:
         name = (
             torch.cuda.get_device_name(device)
@@ -227,6 +296,7 @@ def main():
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "rows": rows,
+            "sparse_backends": backends,
         }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

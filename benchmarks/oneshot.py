@@ -1,21 +1,32 @@
-"""WER of Whisper after one-shot, data-free compression (magnitude, k-means).
+"""WER of Whisper after one-shot, data-free compression (magnitude, k-means,
+round-to-nearest quantization).
 
 Decodes a SpeechBrain CSV (``wav`` paths relative to the CSV's folder,
 reference in ``wrd``) greedily with a transformers Whisper checkpoint,
 dense and after each method at each sparsity, over every transformer
 Linear of encoder and decoder. Prints a table and the relative WER
-reduction of each method against per-layer magnitude pruning.
+reduction of each method against per-layer magnitude pruning. With
+``--quant`` it also decodes one-shot quantized models (the ``nm`` and
+``quant`` modifiers of :class:`sb_compress.Plan`, hardened: what
+``sb-compress oneshot --method quant`` writes), insertions counted (a
+damaged decoder loops).
+
+Compression runs on CPU; decoding on ``--device`` (CUDA when available).
 
 Usage::
 
     python benchmarks/oneshot.py --source /path/to/whisper-tiny.en \\
         --csv /path/to/dev.csv --json results.json
+    python benchmarks/oneshot.py --source /path/to/whisper-tiny.en \\
+        --csv /path/to/dev.csv --methods --sparsities \\
+        --quant int8 int4-g128 int4-g64 int4-g128+2:4 --json quant.json
 
 Authors
  * sb_compress team 2026
 """
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -28,12 +39,23 @@ import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from sb_compress.oneshot import compress_oneshot
+from sb_compress.plan import Plan
 
 METHODS = {
     "magnitude-layer": ("magnitude", "uniform"),
     "magnitude-global": ("magnitude", "mixed"),
     "kmeans-uniform": ("kmeans", "uniform"),
     "kmeans-mixed": ("kmeans", "mixed"),
+}
+#: name -> (bits, group size, N:M) of the one-shot quantized settings.
+QUANT = {
+    "int8": (8, None, None),
+    "int4": (4, None, None),
+    "int4-g128": (4, 128, None),
+    "int4-g64": (4, 64, None),
+    "int4+2:4": (4, None, (2, 4)),
+    "int4-g128+2:4": (4, 128, (2, 4)),
+    "int4-g64+2:4": (4, 64, (2, 4)),
 }
 
 
@@ -43,11 +65,15 @@ def parse_arguments():
     parser.add_argument("--source", required=True, help="Whisper folder")
     parser.add_argument("--csv", required=True, help="SpeechBrain CSV")
     parser.add_argument(
-        "--sparsities", type=float, nargs="+", default=[0.2, 0.3, 0.4]
+        "--sparsities", type=float, nargs="*", default=[0.2, 0.3, 0.4]
     )
     parser.add_argument(
-        "--methods", nargs="+", default=list(METHODS), choices=list(METHODS)
+        "--methods", nargs="*", default=list(METHODS), choices=list(METHODS)
     )
+    parser.add_argument(
+        "--quant", nargs="*", default=[], choices=list(QUANT), help="also these"
+    )
+    parser.add_argument("--device", default=None, help="default: cuda if any")
     parser.add_argument(
         "--limit", type=int, default=None, help="first N utterances only"
     )
@@ -95,13 +121,13 @@ def features(processor, utterances, batch_size):
     return batches
 
 
-def decode(model, processor, batches, max_new_tokens):
+def decode(model, processor, batches, max_new_tokens, device="cpu"):
     """Greedy transcripts (no timestamps) of the feature batches."""
     hypotheses = []
     with torch.no_grad():
         for batch in batches:
             tokens = model.generate(
-                input_features=batch,
+                input_features=batch.to(device),
                 do_sample=False,
                 num_beams=1,
                 return_timestamps=False,
@@ -133,34 +159,58 @@ def targeted_sparsity(model):
     return zeros / sum(s.numel for s in specs)
 
 
+def quantized(model, name):
+    """A hardened, one-shot quantized copy of ``model``."""
+    bits, group_size, nm = QUANT[name]
+    modifiers = []
+    if nm:
+        modifiers.append({"method": "nm", "n": nm[0], "m": nm[1]})
+    modifiers.append(
+        {"method": "quant", "bits": bits, "group_size": group_size}
+    )
+    plan = Plan(model, modifiers, name="oneshot")
+    plan.prepare()
+    plan.harden()
+    return plan.finalized_model()
+
+
 def main():
     """Runs every configuration and prints the table."""
     args = parse_arguments()
     torch.set_num_threads(args.threads)
+    device = torch.device(
+        args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     processor = WhisperProcessor.from_pretrained(args.source)
-    model = WhisperForConditionalGeneration.from_pretrained(args.source)
-    model.eval()
-    dense_state = {k: v.clone() for k, v in model.state_dict().items()}
+    base = WhisperForConditionalGeneration.from_pretrained(args.source)
+    base = base.float().eval()
     utterances = read_csv(args.csv, args.skip, args.limit)
     references = [normalise(r) for _, r in utterances]
     batches = features(processor, utterances, args.batch_size)
 
     results = []
-    configurations = [("dense", 0.0)] + [
-        (m, s) for s in args.sparsities for m in args.methods
-    ]
+    configurations = (
+        [("dense", 0.0)]
+        + [(m, s) for s in args.sparsities for m in args.methods]
+        + [(q, 0.5 if QUANT[q][2] else 0.0) for q in args.quant]
+    )
     for name, sparsity in configurations:
-        model.load_state_dict(dense_state)
+        model = copy.deepcopy(base)
         start = time.time()
         clusters = None
-        if name != "dense":
+        if name in QUANT:
+            model = quantized(model, name)
+        elif name != "dense":
             method, allocation = METHODS[name]
             records = compress_oneshot(
                 model, method, sparsity, allocation, progress=False
             )
             clusters = [r["clusters"] for r in records]
         compress_s = time.time() - start
-        hypotheses = decode(model, processor, batches, args.max_new_tokens)
+        model.to(device)
+        hypotheses = decode(
+            model, processor, batches, args.max_new_tokens, device
+        )
         result = {
             "method": name,
             "sparsity": sparsity,
@@ -184,6 +234,7 @@ def main():
             json.dump(
                 {
                     "utterances": len(utterances),
+                    "device": str(device),
                     "args": vars(args),
                     "results": results,
                 },
