@@ -179,17 +179,7 @@ def sparse_backends(device, frames, args):
         dense = weight.to(dtype)
         for backend in ("cusparselt", "cutlass"):
             Sparse._FORCE_CUTLASS = backend == "cutlass"
-            try:
-                sparse = to_sparse_semi_structured(dense)
-            except Exception as error:  # backend missing from this build
-                results.append(
-                    {
-                        "dtype": str(dtype),
-                        "backend": backend,
-                        "error": str(error),
-                    }
-                )
-                continue
+            name = str(dtype).replace("torch.", "")
             for rows in [frames] + list(args.small_m):
                 x = torch.randn(rows, 768, device=device, dtype=dtype)
                 dense_s = latency(
@@ -198,15 +188,22 @@ def sparse_backends(device, frames, args):
                     args.repeats,
                     2,
                 )
-                sparse_s = latency(
-                    lambda: torch.nn.functional.linear(x, sparse),
-                    device,
-                    args.repeats,
-                    2,
-                )
+                try:  # a backend may be missing for this GPU or build
+                    sparse = to_sparse_semi_structured(dense)
+                    sparse_s = latency(
+                        lambda: torch.nn.functional.linear(x, sparse),
+                        device,
+                        args.repeats,
+                        2,
+                    )
+                except RuntimeError as error:
+                    results.append(
+                        {"dtype": name, "backend": backend, "error": str(error)}
+                    )
+                    break
                 results.append(
                     {
-                        "dtype": str(dtype).replace("torch.", ""),
+                        "dtype": name,
                         "backend": backend,
                         "rows": rows,
                         "dense_ms": 1000 * dense_s,
