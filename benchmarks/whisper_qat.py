@@ -1,0 +1,334 @@
+"""Quantization-aware fine-tuning of Whisper (encoder and decoder, NLL loss).
+
+Fine-tunes a pretrained Whisper checkpoint (a local transformers folder,
+e.g. tiny.en) on a training CSV with the usual token-level NLL (cross
+entropy on the transcript after Whisper's prefix tokens), once dense and
+once per low-bit setting, each with the same steps, batches and seed, then
+decodes a dev CSV greedily (no timestamps) and counts WER and insertions.
+The settings are :class:`sb_compress.Plan` modifiers over every
+transformer Linear of encoder and decoder (self- and cross-attention,
+FFN), the same blocks as ``hparams/quant.yaml``: N:M masks (refreshed
+every ``--nm-update-every`` steps) then fake quantization with a
+straight-through estimator. After training the plan is hardened and
+written with the real packed export; the table gives its bytes for the
+targeted layers and the whole file.
+
+SpeechBrain CSVs: ``ID,duration,wav,spk_id,wrd`` with ``wav`` relative to
+the CSV's folder. Transcripts (upper case in these CSVs) are trained in
+sentence case; WER is computed on upper-cased words without punctuation.
+
+Usage::
+
+    python benchmarks/whisper_qat.py --source /path/to/whisper-tiny.en \\
+        --train-csv /tmp/speech/train.csv --csv /path/to/dev.csv \\
+        --steps 1000 --json whisper_qat.json
+
+Authors
+ * sb_compress team 2026
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import re
+import tempfile
+import time
+
+import jiwer
+import soundfile
+import torch
+from tqdm import tqdm
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from sb_compress import Plan
+from sb_compress.export.pack import packed_sizes, plan_codes, save_packed_atomic
+
+#: name -> (bits, group size, N:M, learnt scales); None bits = dense.
+SETTINGS = {
+    "dense": (None, None, None, False),
+    "int8": (8, None, None, False),
+    "int4": (4, None, None, False),
+    "int4+2:4": (4, None, (2, 4), False),
+    "int2+1:4": (2, None, (1, 4), True),
+}
+
+
+def parse_arguments():
+    """Returns the command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", required=True, help="Whisper folder")
+    parser.add_argument("--train-csv", required=True)
+    parser.add_argument("--csv", required=True, help="dev CSV (decoded)")
+    parser.add_argument(
+        "--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS
+    )
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--nm-update-every", type=int, default=50)
+    parser.add_argument("--limit-train", type=int, default=None)
+    parser.add_argument("--limit-dev", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=1986)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default=None, help="default: cuda if any")
+    parser.add_argument("--json", default=None)
+    return parser.parse_args()
+
+
+def read_csv(path, limit=None):
+    """``[(wav path, words)]`` of a SpeechBrain CSV."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:limit]
+    return [(os.path.join(folder, r["wav"]), r["wrd"]) for r in rows]
+
+
+def normalise(text):
+    """Upper case, punctuation (except apostrophes) removed."""
+    text = re.sub(r"[^\w\s']", " ", text.upper()).replace("_", " ")
+    return " ".join(text.split())
+
+
+def sentence_case(text):
+    """``"HELLO THERE I'M"`` -> ``"Hello there i'm"``."""
+    text = " ".join(text.split()).lower()
+    return text[:1].upper() + text[1:]
+
+
+def load_features(processor, utterances, desc):
+    """Log-mel features (30 s, as Whisper expects) of every utterance."""
+    features = []
+    for path, _ in tqdm(utterances, desc=desc):
+        audio, rate = soundfile.read(path, dtype="float32")
+        if rate != 16000:
+            raise ValueError(f"{path}: {rate} Hz, expected 16000")
+        out = processor.feature_extractor(
+            audio, sampling_rate=16000, return_tensors="pt"
+        )
+        features.append(out.input_features[0].to(torch.float16))
+    return torch.stack(features)
+
+
+def label_ids(processor, text, start_token):
+    """Token ids after the decoder start token, ending with end-of-text."""
+    ids = processor.tokenizer(sentence_case(text)).input_ids
+    if ids and ids[0] == start_token:
+        ids = ids[1:]
+    return ids
+
+
+def modifiers(setting, nm_update_every):
+    """Plan modifiers of a setting (empty for dense)."""
+    bits, group_size, nm, learn_scales = SETTINGS[setting]
+    out = []
+    if nm:
+        out.append(
+            {
+                "method": "nm",
+                "n": nm[0],
+                "m": nm[1],
+                "update_every": nm_update_every,
+            }
+        )
+    if bits:
+        out.append(
+            {
+                "method": "quant",
+                "bits": bits,
+                "group_size": group_size,
+                "learn_scales": learn_scales,
+            }
+        )
+    return out
+
+
+def batch_order(count, batch_size, steps, seed):
+    """The same shuffled batches for every setting."""
+    rng = random.Random(seed)
+    order = []
+    while len(order) < steps:
+        indices = list(range(count))
+        rng.shuffle(indices)
+        order += [
+            indices[i : i + batch_size]
+            for i in range(0, count - batch_size + 1, batch_size)
+        ]
+    return order[:steps]
+
+
+def train_one(setting, args, data, order, device):
+    """Fine-tunes one setting; returns its row."""
+    torch.manual_seed(args.seed)
+    model = WhisperForConditionalGeneration.from_pretrained(args.source)
+    model = model.float().to(device)
+    model.config.forced_decoder_ids = None
+    plan = None
+    own = set()
+    extra = []
+    if setting != "dense":
+        plan = Plan(model, modifiers(setting, args.nm_update_every))
+        plan.prepare()
+        plan.resolve_schedule(args.steps)
+        own = {id(p) for p in plan.own_parameters()}
+        if plan.optimizer_groups():
+            extra.append(torch.optim.Adam(plan.optimizer_groups()))
+    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in params if id(p) not in own]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    model.train()
+    losses = []
+    started = time.perf_counter()
+    for step, batch in enumerate(tqdm(order, desc=setting)):
+        scale = min(1.0, (step + 1) / max(1, args.warmup_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * scale
+        features = data["train_features"][batch].to(device).float()
+        labels = [data["train_labels"][i] for i in batch]
+        longest = max(len(x) for x in labels)
+        padded = torch.full((len(batch), longest), -100, dtype=torch.long)
+        for row, ids in enumerate(labels):
+            padded[row, : len(ids)] = torch.tensor(ids)
+        loss = model(input_features=features, labels=padded.to(device)).loss
+        optimizer.zero_grad(set_to_none=True)
+        for other in extra:
+            other.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        for other in extra:
+            other.step()
+        if plan is not None:
+            plan.on_step()
+        losses.append(loss.item())
+    train_s = time.perf_counter() - started
+
+    sizes = None
+    if plan is not None:
+        plan.harden()
+        codes = plan_codes(plan)
+        model = plan.finalized_model()
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "packed")
+            save_packed_atomic(model.cpu(), codes, path)
+            sizes = packed_sizes(path)
+        model.to(device)
+    row = {
+        "setting": setting,
+        "steps": len(order),
+        "train_s": train_s,
+        "first_loss": sum(losses[:20]) / max(1, len(losses[:20])),
+        "last_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "settings": plan.settings() if plan is not None else None,
+        "sizes": sizes,
+    }
+    row.update(evaluate(model, data, args, device))
+    return row
+
+
+@torch.no_grad()
+def evaluate(model, data, args, device):
+    """Greedy WER (%) and error counts on the dev set."""
+    model.eval()
+    processor = data["processor"]
+    hypotheses = []
+    features = data["dev_features"]
+    for start in range(0, len(features), args.batch_size):
+        batch = features[start : start + args.batch_size].to(device).float()
+        tokens = model.generate(
+            input_features=batch,
+            do_sample=False,
+            num_beams=1,
+            return_timestamps=False,
+            max_new_tokens=args.max_new_tokens,
+        )
+        hypotheses += processor.batch_decode(tokens, skip_special_tokens=True)
+    hypotheses = [normalise(h) for h in hypotheses]
+    references = [normalise(r) for _, r in data["dev"]]
+    out = jiwer.process_words(references, hypotheses)
+    return {
+        "wer": 100 * out.wer,
+        "substitutions": out.substitutions,
+        "deletions": out.deletions,
+        "insertions": out.insertions,
+        "examples": list(zip(references, hypotheses))[:3],
+    }
+
+
+def print_table(rows):
+    """Markdown table: WER, insertions, bytes."""
+    dense = next((r["wer"] for r in rows if r["setting"] == "dense"), None)
+    print(
+        "\n| setting | dev WER % | rel. to dense | insertions | "
+        "targeted bytes | % of fp32 | whole file bytes | train min |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        relative = f"{100 * (r['wer'] - dense) / dense:+.1f}%" if dense else "-"
+        sizes = r["sizes"]
+        if sizes:
+            targeted = sizes["targeted"]["bytes_on_disk"]
+            fraction = f"{100 * sizes['targeted']['fraction_of_fp32']:.2f}%"
+            whole = f"{sizes['file']['bytes_on_disk']:,}"
+            targeted = f"{targeted:,}"
+        else:
+            targeted, fraction, whole = "fp32", "100%", "-"
+        print(
+            f"| {r['setting']} | {r['wer']:.2f} | {relative} | "
+            f"{r['insertions']} | {targeted} | {fraction} | {whole} | "
+            f"{r['train_s'] / 60:.1f} |"
+        )
+
+
+def main():
+    """Prepares the data once, trains every setting, prints the table."""
+    args = parse_arguments()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(
+        args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    processor = WhisperProcessor.from_pretrained(args.source)
+    start_token = WhisperForConditionalGeneration.from_pretrained(
+        args.source
+    ).config.decoder_start_token_id
+    train = read_csv(args.train_csv, args.limit_train)
+    dev = read_csv(args.csv, args.limit_dev)
+    data = {
+        "processor": processor,
+        "dev": dev,
+        "train_features": load_features(processor, train, "train"),
+        "train_labels": [
+            label_ids(processor, t, start_token) for _, t in train
+        ],
+        "dev_features": load_features(processor, dev, "dev"),
+    }
+    order = batch_order(len(train), args.batch_size, args.steps, args.seed)
+    rows = []
+    for setting in args.settings:
+        rows.append(train_one(setting, args, data, order, device))
+        print_table(rows)
+    if args.json:
+        result = {
+            "source": args.source,
+            "train_utterances": len(train),
+            "dev_utterances": len(dev),
+            "epochs": args.steps * args.batch_size / len(train),
+            "device": (
+                torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else "cpu"
+            ),
+            "torch": torch.__version__,
+            "arguments": vars(args),
+            "rows": rows,
+        }
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
