@@ -12,6 +12,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+import sb_compress
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 RECIPE = os.path.join(ROOT, "recipes", "LibriSpeech", "ASR", "CTC")
@@ -39,7 +43,25 @@ def test_structured_recipe_prunes_and_reports(tmp_path):
     path = tmp_path / "compressed" / "compression_report.json"
     report = json.loads(path.read_text())
     assert report["method"] == "hardconcrete+distill"
+    assert report["format"] == "shrunk"
     assert set(report["wer"]) == {"test-clean", "test-other"}
     assert report["params_nonzero"] < report["params_targeted"]
+    assert report["params_total"] < report["params_dense"]
+    assert report["original"]["heads"] == 4
+    assert len(report["layers_structure"]) >= 2
     log = (tmp_path / "train_log.txt").read_text()
     assert "compression achieved_sparsity" in log
+    folder = str(tmp_path / "compressed")
+    shrunk = sb_compress.load_compressed(folder)
+    params = sum(p.numel() for p in shrunk.parameters())
+    assert params == report["params_total"]
+    for name in ("recipe_modules.safetensors", "label_encoder.txt"):
+        assert (tmp_path / "compressed" / name).is_file()
+    assert (tmp_path / "compressed" / "compression_report.md").is_file()
+    wrapper = Wav2Vec2(
+        os.path.join(SAMPLES, "tiny_wav2vec2"), save_path=str(tmp_path / "w")
+    )
+    wrapper.model = shrunk
+    with torch.no_grad():
+        out = wrapper(torch.randn(1, 16000))
+    assert out.shape[0] == 1 and torch.isfinite(out).all()

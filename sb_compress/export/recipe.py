@@ -7,7 +7,9 @@ its feature extractor / tokenizer, the recipe's other trained modules
 ``compression_report.json`` / ``.md``. It is written all or nothing.
 A plan with quantization or N:M modifiers is written in the ``packed``
 format (:mod:`sb_compress.export.pack`), with the packed sizes in the
-report.
+report; a plan with HardConcrete gates as the physically smaller
+``shrunk`` model (:mod:`sb_compress.export.shrink`), its report giving the
+kept heads, dimensions and FFN widths of every layer.
 
 Authors
  * sb_compress team 2026
@@ -58,6 +60,62 @@ def _plan_summary(plan):
     }
 
 
+def is_structured(plan):
+    """Whether a plan holds a HardConcrete (structured) modifier, whose
+    export is the shrunk model."""
+    return any(hasattr(m, "structure") for m in plan.modifiers)
+
+
+def _write_recipe_files(staging, plan, other_modules, label_encoder):
+    _save_processors(plan.model, staging)
+    if other_modules:
+        _save_modules(other_modules, os.path.join(staging, RECIPE_MODULES))
+    if label_encoder is not None and hasattr(label_encoder, "save"):
+        label_encoder.save(os.path.join(staging, LABEL_ENCODER))
+
+
+def _export_shrunk(plan, folder, other_modules, results, elapsed_s, encoder):
+    """The shrunk model (format ``shrunk``) with the recipe's files."""
+    from sb_compress.export.shrink import save_shrunk
+    from sb_compress.report import count_parameters
+
+    results = results or {}
+    wer = results.get("wer") or {}
+    masks = {}
+    for modifier in plan.modifiers:
+        masks.update(modifier.keep_masks())
+    counts = count_parameters(plan.hf_model, masks)
+    extra = {
+        "method": _plan_summary(plan)["method"],
+        "achieved_sparsity": counts["achieved_sparsity"],
+        "params_targeted": counts["params_targeted"],
+        "params_nonzero": counts["params_nonzero"],
+        "step": int(plan.step),
+        "modifiers": plan.settings(),
+        "elapsed_s": elapsed_s,
+        "test_wer": next(iter(wer.values()), None),
+        "wer": wer or None,
+        "cer": results.get("cer") or None,
+    }
+    written = {}
+
+    def write_extras(staging):
+        _write_recipe_files(staging, plan, other_modules, encoder)
+
+    shrunk = save_shrunk(
+        plan,
+        folder,
+        overwrite=True,
+        report_extra=extra,
+        extra_files=write_extras,
+    )
+    from sb_compress.report import read_report
+
+    written.update(read_report(folder))
+    del shrunk
+    return written
+
+
 def export_plan(
     plan,
     folder,
@@ -88,6 +146,10 @@ def export_plan(
     dict
         The report written.
     """
+    if is_structured(plan):
+        return _export_shrunk(
+            plan, folder, other_modules, results, elapsed_s, label_encoder
+        )
     packed = is_packable(plan)
     codes = plan_codes(plan) if packed else None
     model = plan.finalized_model()
@@ -98,11 +160,7 @@ def export_plan(
     written = {}
 
     def write_extras(staging):
-        _save_processors(plan.model, staging)
-        if other_modules:
-            _save_modules(other_modules, os.path.join(staging, RECIPE_MODULES))
-        if label_encoder is not None and hasattr(label_encoder, "save"):
-            label_encoder.save(os.path.join(staging, LABEL_ENCODER))
+        _write_recipe_files(staging, plan, other_modules, label_encoder)
         report = build_report(
             model,
             records,

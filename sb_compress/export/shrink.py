@@ -16,7 +16,6 @@ Authors
 """
 
 import copy
-import json
 import os
 
 import torch
@@ -220,6 +219,36 @@ def structure_summary(structure):
     return records
 
 
+def original_geometry(model):
+    """Sizes of the unpruned encoder, for reports: layers, heads, head
+    size, FFN width and (wav2vec2 family) CNN channels.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The gated (unshrunk) model or its SpeechBrain wrapper.
+
+    Returns
+    -------
+    dict
+    """
+    from sb_compress.models import unwrap_model
+    from sb_compress.models.shrunk import attention_geometry
+
+    model = unwrap_model(model)
+    config = model.config
+    heads, head_dim, _ = attention_geometry(model)
+    if hasattr(config, "encoder_ffn_dim"):
+        ffn, layers = config.encoder_ffn_dim, config.encoder_layers
+    else:
+        ffn, layers = config.intermediate_size, config.num_hidden_layers
+    out = {"layers": layers, "heads": heads, "head_dim": head_dim}
+    out["ffn_width"] = ffn
+    if getattr(config, "conv_dim", None):
+        out["conv_channels"] = list(config.conv_dim)
+    return out
+
+
 def count_params(model):
     """Number of parameters of a module (shared tensors counted once)."""
     seen = {id(p): p.numel() for p in model.parameters()}
@@ -243,6 +272,7 @@ def save_shrunk(
     source_dir=None,
     overwrite=False,
     report_extra=None,
+    extra_files=None,
 ):
     """Shrinks the gated model of a hardconcrete modifier and saves it.
 
@@ -259,6 +289,9 @@ def save_shrunk(
         Replace an existing non-empty folder.
     report_extra : dict, optional
         More keys for ``compression_report.json``.
+    extra_files : callable, optional
+        ``extra_files(staging_folder)`` writes more files into the folder
+        before it is moved into place.
 
     Returns
     -------
@@ -279,6 +312,7 @@ def save_shrunk(
         "params_total": count_params(shrunk),
         "params_ratio": count_params(shrunk) / dense,
         "target_sparsity": modifier.sparsity,
+        "original": original_geometry(modifier.model),
         "layers_structure": structure_summary(structure),
     }
     report.update(report_extra or {})
@@ -286,12 +320,15 @@ def save_shrunk(
     wrapper = getattr(plan_or_modifier, "model", None)
 
     def write_report(staging):
+        from sb_compress.report import write_report as write_files
+
         for attribute in ("feature_extractor", "tokenizer"):
             processor = getattr(wrapper, attribute, None)
             if hasattr(processor, "save_pretrained"):
                 processor.save_pretrained(staging)
-        with open(os.path.join(staging, "compression_report.json"), "w") as f:
-            json.dump(report, f, indent=2)
+        if extra_files is not None:
+            extra_files(staging)
+        write_files(staging, report)
 
     try:
         save_pretrained_atomic(
