@@ -558,20 +558,31 @@ def run_report(args):
     """Runs ``sb-compress report``; returns the exit code."""
     from sb_compress.report import (
         format_layer_table,
+        format_structure_table,
         format_summary,
         plot_sparsity_heatmap,
+        plot_structure,
         read_report,
     )
 
     report = read_report(args.folder)
     if args.plot and not args.plot.lower().endswith(".png"):
         raise UsageError(f"--plot {args.plot}: must end with .png")
-    print(format_layer_table(report))
-    print()
+    structure = format_structure_table(report)
+    if report.get("layers") or not structure:
+        print(format_layer_table(report))
+        print()
+    if structure:
+        print(structure)
+        print()
     print(format_summary(report))
     if args.plot:
-        plot_sparsity_heatmap(report, args.plot)
-        print(f"heatmap  {args.plot}")
+        if report.get("layers"):
+            plot_sparsity_heatmap(report, args.plot)
+            print(f"heatmap  {args.plot}")
+        else:
+            plot_structure(report, args.plot)
+            print(f"structure plot  {args.plot}")
     return 0
 
 

@@ -338,7 +338,7 @@ def _summary_rows(report):
         if key in report:
             rows.append((key, _format_value(report[key])))
     for key, value in report.items():
-        if key in SUMMARY_KEYS or key == "layers":
+        if key in SUMMARY_KEYS or key in ("layers", "layers_structure"):
             continue
         if isinstance(value, dict):
             for sub, sub_value in value.items():
@@ -413,6 +413,85 @@ def format_summary(report):
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
 
 
+#: Columns of the structure tables (shrunk models).
+STRUCTURE_HEADER = ("layer", "heads", "q/k dims", "v dims", "FFN width")
+
+
+def _kept(value, original):
+    if original is None:
+        return str(value)
+    return f"{value}/{original}"
+
+
+def _structure_rows(report):
+    original = report.get("original") or {}
+    heads = original.get("heads")
+    head_dim = original.get("head_dim")
+    width = None if heads is None else heads * head_dim
+    rows = []
+    for record in report.get("layers_structure", []):
+        if "conv_channels" in record:
+            continue
+        row = [str(record["layer"])]
+        if "heads" in record:
+            row += [
+                _kept(record["heads"], heads),
+                _kept(sum(record["qk_dims"]), width),
+                _kept(sum(record["v_dims"]), width),
+            ]
+        else:
+            row += ["-", "-", "-"]
+        ffn = record.get("ffn_width")
+        row.append(
+            "-" if ffn is None else _kept(ffn, original.get("ffn_width"))
+        )
+        rows.append(row)
+    return rows
+
+
+def _conv_row(report):
+    for record in report.get("layers_structure", []):
+        if "conv_channels" in record:
+            kept = record["conv_channels"]
+            original = (report.get("original") or {}).get("conv_channels")
+            if original:
+                return ", ".join(f"{k}/{o}" for k, o in zip(kept, original))
+            return ", ".join(str(k) for k in kept)
+    return None
+
+
+def format_structure_table(report):
+    """Kept heads, q/k and v dimensions and FFN width per layer of a
+    shrunk model (``kept/original``), as aligned plain text.
+
+    Arguments
+    ---------
+    report : dict
+        A report with ``layers_structure`` (format ``shrunk``).
+
+    Returns
+    -------
+    str
+        Empty when the report has no structure.
+
+    Example
+    -------
+    >>> report = {"original": {"heads": 4, "head_dim": 16, "ffn_width": 128},
+    ...     "layers_structure": [{"layer": 0, "heads": 1, "qk_dims": [16],
+    ...     "v_dims": [8], "ffn_width": 40}]}
+    >>> print(format_structure_table(report).splitlines()[2])
+    0      1/4    16/64     8/64    40/128
+    """
+    rows = _structure_rows(report)
+    if not rows:
+        return ""
+    text = _aligned(list(STRUCTURE_HEADER), rows)
+    conv = _conv_row(report)
+    if conv:
+        text += f"\nCNN channels (kept/original): {conv}"
+    return text
+
+
 def _markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |"]
     lines.append("|" + "---|" * len(header))
@@ -444,13 +523,27 @@ def format_markdown(report):
         "",
         _markdown_table(["key", "value"], _summary_rows(report)),
         "",
-        "## Layers",
-        "",
-        _markdown_table(
-            [title for _, title in LAYER_COLUMNS], _layer_rows(report)
-        ),
-        "",
     ]
+    if report.get("layers") or not report.get("layers_structure"):
+        parts += [
+            "## Layers",
+            "",
+            _markdown_table(
+                [title for _, title in LAYER_COLUMNS], _layer_rows(report)
+            ),
+            "",
+        ]
+    structure = _structure_rows(report)
+    if structure:
+        parts += [
+            "## Structure (kept/original)",
+            "",
+            _markdown_table(list(STRUCTURE_HEADER), structure),
+            "",
+        ]
+        conv = _conv_row(report)
+        if conv:
+            parts += [f"CNN channels (kept/original): {conv}", ""]
     return "\n".join(parts)
 
 
@@ -623,6 +716,72 @@ def plot_sparsity_heatmap(report, png_path):
     title = title or "compression"
     if achieved is not None:
         title += f": {achieved:.1%} sparse"
+    figure.suptitle(title)
+    figure.savefig(png_path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return png_path
+
+
+def plot_structure(report, png_path):
+    """Draws a shrunk model's kept heads and FFN width per layer as bars,
+    the original sizes as dashed lines.
+
+    Arguments
+    ---------
+    report : dict
+        A report with ``layers_structure`` (format ``shrunk``).
+    png_path : str
+        Where to write the PNG.
+
+    Returns
+    -------
+    str
+        ``png_path``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> report = {"original": {"heads": 4, "head_dim": 16, "ffn_width": 64},
+    ...     "layers_structure": [{"layer": i, "heads": 4 - i,
+    ...     "qk_dims": [16] * (4 - i), "v_dims": [16] * (4 - i),
+    ...     "ffn_width": 64 - 20 * i} for i in range(3)]}
+    >>> path = os.path.join(tempfile.mkdtemp(), "structure.png")
+    >>> plot_structure(report, path) == path
+    True
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in report.get("layers_structure", []) if "layer" in r]
+    if not records:
+        raise ReportError("the report has no per-layer structure to plot")
+    original = report.get("original") or {}
+    layers = [r["layer"] for r in records]
+    panels = [
+        ("kept heads", [r.get("heads", 0) for r in records], "heads"),
+        (
+            "FFN width",
+            [r.get("ffn_width", 0) or 0 for r in records],
+            "ffn_width",
+        ),
+    ]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    for axis, (title, values, key) in zip(axes, panels):
+        axis.bar(layers, values, color="tab:blue")
+        if original.get(key):
+            axis.axhline(
+                original[key], color="black", linestyle="--", label="original"
+            )
+            axis.legend(loc="upper right")
+        axis.set_title(title)
+        axis.set_xlabel("layer")
+        axis.set_xticks(layers)
+    ratio = report.get("params_ratio")
+    title = report.get("method") or "structured pruning"
+    if ratio is not None:
+        title += f": {ratio:.1%} of the parameters kept"
     figure.suptitle(title)
     figure.savefig(png_path, dpi=100, bbox_inches="tight")
     plt.close(figure)

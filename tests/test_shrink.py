@@ -226,3 +226,39 @@ def test_plan_on_speechbrain_whisper_encoder_shrinks_into_its_wrapper(
     assert count_params(wrapper.model) < gated
     with torch.no_grad():
         assert torch.allclose(wrapper(audio), expected, atol=1e-4)
+
+
+def test_report_cli_shows_kept_heads_dims_and_widths_and_plots_them(
+    shrunk_folders, tmp_path, capsys
+):
+    from PIL import Image
+
+    from sb_compress.cli import main
+
+    folder, _, _, modifier = shrunk_folders["wav2vec2"]
+    structure = modifier.structure()
+    png = str(tmp_path / "structure.png")
+    assert main(["report", folder, "--plot", png]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line}
+    ffn0 = len(structure["0"]["ffn"] or [])
+    qk0 = sum(len(d) for d in structure["0"]["attention"]["qk"])
+    assert lines["layer"] == [
+        "layer",
+        "heads",
+        "q/k",
+        "dims",
+        "v",
+        "dims",
+        "FFN",
+        "width",
+    ]
+    assert lines["0"][1:3] == ["1/4", f"{qk0}/64"]
+    assert lines["0"][4] == f"{ffn0}/128"
+    assert lines["1"][1:4] == ["0/4", "0/64", "0/64"]
+    assert "structure plot" in out
+    with Image.open(png) as image:
+        assert image.size[0] > 100 and image.size[1] > 100
+    markdown = open(os.path.join(folder, "compression_report.md")).read()
+    assert "## Structure (kept/original)" in markdown
+    assert f"| 0 | 1/4 | {qk0}/64 |" in markdown
