@@ -65,3 +65,35 @@ def test_structured_recipe_prunes_and_reports(tmp_path):
     with torch.no_grad():
         out = wrapper(torch.randn(1, 16000))
     assert out.shape[0] == 1 and torch.isfinite(out).all()
+
+
+def test_task_agnostic_distillation_recipe_shrinks_without_labels(tmp_path):
+    command = [
+        sys.executable,
+        os.path.join(RECIPE, "train.py"),
+        os.path.join(RECIPE, "hparams", "structured_distill.yaml"),
+        f"--data_folder={os.path.join(SAMPLES, 'mini_librispeech')}",
+        f"--wav2vec2_hub={os.path.join(SAMPLES, 'tiny_wav2vec2')}",
+        f"--output_folder={tmp_path}",
+        "--number_of_epochs=1",
+        "--device=cpu",
+        "--init_prob=0.2",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(
+        (tmp_path / "compressed" / "compression_report.json").read_text()
+    )
+    assert report["format"] == "shrunk"
+    assert report["method"] == "hardconcrete+distill"
+    assert report["wer"] is None
+    assert report["params_total"] < report["params_dense"]
+    assert not list(tmp_path.glob("wer_*.txt"))
+    assert not (tmp_path / "compressed" / "recipe_modules.safetensors").exists()
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "valid loss" in log and "test loss" in log
+    assert "WER" not in log
+    shrunk = sb_compress.load_compressed(str(tmp_path / "compressed"))
+    assert sum(p.numel() for p in shrunk.parameters()) == report["params_total"]

@@ -8,6 +8,11 @@ and the hparams file has a ``compression:`` block. Characters are the CTC
 units, decoding is greedy, and the compressed model with its report lands in
 ``<output_folder>/compressed/``.
 
+``hparams/structured_distill.yaml`` sets ``distill_only: True``: the
+task-agnostic variant, where no head is trained and no transcript is used;
+the encoder is pruned while it learns to match the frozen unpruned one, and
+the validation / test loss is that distillation loss.
+
 To run this recipe on the embedded samples (no data, no hub, CPU):
 > python train.py hparams/prune.yaml \\
 >     --data_folder=../../../../tests/samples/mini_librispeech \\
@@ -62,6 +67,8 @@ class ASR(sb_compress.CompressionBrain):
             feats = feats[:, :frames]
         else:
             feats = self.modules.wav2vec2(wavs, wav_lens)
+        if self.distill_only:
+            return feats, wav_lens, None
         x = self.modules.enc(feats)
         logits = self.modules.ctc_lin(x)
         p_ctc = self.hparams.log_softmax(logits)
@@ -73,8 +80,29 @@ class ASR(sb_compress.CompressionBrain):
             )
         return p_ctc, wav_lens, p_tokens
 
+    @property
+    def distill_only(self):
+        """Task-agnostic run (``distill_only: True``): no head, no labels;
+        the loss is the distillation from the unpruned encoder."""
+        return bool(getattr(self.hparams, "distill_only", False))
+
+    def _distillation_loss(self):
+        for modifier in self.compression.modifiers:
+            if modifier.method == "distill":
+                return modifier.distillation_loss().detach()
+        raise ValueError(
+            "distill_only: True needs a distill modifier in `compression`"
+        )
+
     def compute_objectives(self, predictions, batch, stage):
-        """CTC loss; WER and CER outside training."""
+        """CTC loss; WER and CER outside training. Distillation only: zero
+        in training (CompressionBrain adds the plan's loss, distillation
+        included), the distillation loss outside."""
+        if self.distill_only:
+            device = predictions[0].device
+            if stage == sb.Stage.TRAIN:
+                return torch.zeros((), device=device)
+            return self._distillation_loss()
         p_ctc, wav_lens, predicted_tokens = predictions
         ids = batch.id
         tokens, tokens_lens = batch.tokens
@@ -100,7 +128,7 @@ class ASR(sb_compress.CompressionBrain):
 
     def on_stage_start(self, stage, epoch):
         """Fresh error-rate trackers for VALID and TEST."""
-        if stage != sb.Stage.TRAIN:
+        if stage != sb.Stage.TRAIN and not self.distill_only:
             self.cer_metric = self.hparams.cer_computer()
             self.wer_metric = self.hparams.error_rate_computer()
 
@@ -109,16 +137,29 @@ class ASR(sb_compress.CompressionBrain):
         stage_stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stage_stats
-        else:
+        elif not self.distill_only:
             stage_stats["CER"] = self.cer_metric.summarize("error_rate")
             stage_stats["WER"] = self.wer_metric.summarize("error_rate")
 
-        if stage == sb.Stage.VALID:
+        if stage == sb.Stage.VALID and self.distill_only:
+            old_lr, new_lr = self.hparams.lr_annealing_wav2vec(stage_loss)
+            sb.nnet.schedulers.update_learning_rate(
+                self.wav2vec_optimizer, new_lr
+            )
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr_wav2vec": old_lr},
+                train_stats=self.train_stats,
+                valid_stats=stage_stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"loss": stage_loss}, min_keys=["loss"]
+            )
+        elif stage == sb.Stage.VALID:
             old_lr_model, new_lr_model = self.hparams.lr_annealing_model(
                 stage_stats["loss"]
             )
-            old_lr_wav2vec, new_lr_wav2vec = (
-                self.hparams.lr_annealing_wav2vec(stage_stats["loss"])
+            old_lr_wav2vec, new_lr_wav2vec = self.hparams.lr_annealing_wav2vec(
+                stage_stats["loss"]
             )
             sb.nnet.schedulers.update_learning_rate(
                 self.model_optimizer, new_lr_model
@@ -144,7 +185,7 @@ class ASR(sb_compress.CompressionBrain):
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stage_stats,
             )
-            if if_main_process():
+            if if_main_process() and not self.distill_only:
                 with open(self.hparams.test_wer_file, "w") as w:
                     self.wer_metric.write_stats(w)
 
@@ -153,6 +194,13 @@ class ASR(sb_compress.CompressionBrain):
         self.wav2vec_optimizer = self.hparams.wav2vec_opt_class(
             self.modules.wav2vec2.parameters()
         )
+        if self.distill_only:
+            self.optimizers_dict = {"wav2vec_optimizer": self.wav2vec_optimizer}
+            if self.checkpointer is not None:
+                self.checkpointer.add_recoverable(
+                    "wav2vec_opt", self.wav2vec_optimizer
+                )
+            return
         self.model_optimizer = self.hparams.model_opt_class(
             self.hparams.model.parameters()
         )
@@ -308,5 +356,5 @@ if __name__ == "__main__":
         asr_brain.evaluate(
             test_datasets[name],
             test_loader_kwargs=hparams["test_dataloader_opts"],
-            min_key="WER",
+            min_key="loss" if asr_brain.distill_only else "WER",
         )
