@@ -127,6 +127,10 @@ def _save_byte_level_tokenizer(path):
             f,
             indent=2,
         )
+    # Whisper's English normalizer reads its spelling map from here (the
+    # real checkpoints ship ~1,700 British -> American entries).
+    with open(os.path.join(path, "normalizer.json"), "w") as f:
+        json.dump({"colour": "color"}, f)
     return len(vocab) + len(WHISPER_SPECIAL_TOKENS)
 
 

@@ -40,6 +40,7 @@ Authors
  * sb_compress team 2026
 """
 
+import copy
 import hashlib
 import json
 import math
@@ -479,7 +480,11 @@ def write_packed(model, layers, folder):
     }
     path = os.path.join(folder, PACKED_FILE)
     save_file(tensors, path, metadata=metadata)
-    model.config.save_pretrained(folder)
+    config = copy.deepcopy(model.config)
+    # The class the state dict belongs to (a SpeechBrain wrapper holds a
+    # WhisperModel whose config may name WhisperForConditionalGeneration).
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(folder)
     generation = getattr(model, "generation_config", None)
     if generation is not None and model.can_generate():
         generation.save_pretrained(folder)

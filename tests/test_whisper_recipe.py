@@ -1,0 +1,92 @@
+"""The Whisper encoder-decoder recipe on the embedded samples (marked)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import sb_compress
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+RECIPE = os.path.join(ROOT, "recipes", "LibriSpeech", "ASR", "whisper")
+SAMPLES = os.path.join(ROOT, "tests", "samples")
+
+pytestmark = pytest.mark.recipe
+
+
+def _command(hparams, output, epochs=1, *extra):
+    return [
+        sys.executable,
+        os.path.join(RECIPE, "train.py"),
+        os.path.join(RECIPE, "hparams", hparams),
+        f"--data_folder={os.path.join(SAMPLES, 'mini_librispeech')}",
+        f"--whisper_hub={os.path.join(SAMPLES, 'tiny_whisper')}",
+        f"--output_folder={output}",
+        f"--number_of_epochs={epochs}",
+        "--device=cpu",
+        "--max_decode_ratio=0.02",
+        "--test_beam_size=2",
+        *extra,
+    ]
+
+
+def _run(command):
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _report(output):
+    path = os.path.join(output, "compressed", "compression_report.json")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize(
+    "hparams, method, format",
+    [("prune.yaml", "pinch", "dense"), ("quant.yaml", "nm+quant", "packed")],
+)
+def test_whisper_recipe_compresses_encoder_and_decoder(
+    tmp_path, hparams, method, format
+):
+    extra = ["--compression_ramp_steps=0"] if method == "pinch" else []
+    _run(_command(hparams, tmp_path, 1, *extra))
+    report = _report(tmp_path)
+    assert report["method"] == method and report["format"] == format
+    assert set(report["wer"]) == {"test-clean", "test-other"}
+    assert report["achieved_sparsity"] > 0.3
+    stacks = {layer["stack"] for layer in report["layers"]}
+    roles = {layer["role"] for layer in report["layers"]}
+    assert stacks == {"encoder", "decoder"}
+    assert {"cross_q", "cross_k", "cross_v", "cross_out"} <= roles
+    assert "%WER" in (tmp_path / "wer_test-clean.txt").read_text()
+    log = (tmp_path / "train_log.txt").read_text()
+    assert "compression achieved_sparsity" in log
+    model = sb_compress.load_compressed(str(tmp_path / "compressed"))
+    assert type(model).__name__ == "WhisperModel"
+    weight = model.decoder.layers[0].encoder_attn.q_proj.weight
+    assert float((weight == 0).float().mean()) > 0.3
+    if format == "packed":
+        groups = (weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1)
+        assert int(groups.max()) <= 2
+        assert report["targeted"]["fraction_of_fp32"] < 0.11
+
+
+def test_interrupted_whisper_recipe_resumes_to_the_same_model(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(_command("prune.yaml", straight, 2))
+    first = _command("prune.yaml", resumed, 2)
+    # 24 utterances in batches of 8: the first epoch ends at step 3.
+    _run(first + ["--optimizer_step_limit=3"])
+    _run(first)
+    left = load_file(str(straight / "compressed" / "model.safetensors"))
+    right = load_file(str(resumed / "compressed" / "model.safetensors"))
+    assert left.keys() == right.keys()
+    for key in left:
+        assert torch.equal(left[key], right[key]), key
+    assert _report(straight)["step"] == _report(resumed)["step"] == 6
