@@ -197,6 +197,41 @@ def build_parser():
         metavar="FILE.png",
         help="draw a layers x roles sparsity heatmap",
     )
+    evaluate = commands.add_parser(
+        "eval",
+        help="WER and real-time factor of a model on a SpeechBrain CSV",
+        description="Decode a SpeechBrain CSV (ID, duration, wav, spk_id, "
+        "wrd) with a CTC or Whisper model, original or compressed; write "
+        "summary.json and utterances.csv.",
+    )
+    evaluate.add_argument("--source", required=True, metavar="DIR")
+    evaluate.add_argument("--csv", required=True, metavar="CSV")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=8)
+    evaluate.add_argument("--limit", type=_positive_int, default=None)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument(
+        "--output",
+        default="eval_results",
+        metavar="DIR",
+        help="results folder (default: eval_results)",
+    )
+    sweep = commands.add_parser(
+        "sweep",
+        help="one-shot methods x settings, each evaluated; Pareto plot",
+        description="Compress SRC with every method and setting, evaluate "
+        "each (and the dense source) on CSV, and write sweep.json, sweep.md "
+        "and pareto.png to DIR.",
+    )
+    sweep.add_argument("--source", required=True, metavar="SRC")
+    sweep.add_argument("--csv", required=True, metavar="CSV")
+    sweep.add_argument("--methods", default="magnitude,kmeans,quant")
+    sweep.add_argument("--sparsity", default="0.1,0.2,0.3,0.5")
+    sweep.add_argument("--bits", default="8,4")
+    sweep.add_argument("--group-size", type=_positive_int, default=None)
+    sweep.add_argument("--batch-size", type=_positive_int, default=8)
+    sweep.add_argument("--limit", type=_positive_int, default=None)
+    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--output", required=True, metavar="DIR")
     return parser
 
 
@@ -586,12 +621,66 @@ def run_report(args):
     return 0
 
 
+def run_eval(args):
+    """Runs ``sb-compress eval``; returns the exit code."""
+    from sb_compress.evaluate import evaluate, write_results
+
+    with _quiet_transformers():
+        summary, rows = evaluate(
+            args.source, args.csv, args.batch_size, args.device, args.limit
+        )
+    paths = write_results(args.output, summary, rows)
+    print(
+        f"WER      {summary['wer']:.2f}% ({summary['errors']} errors / "
+        f"{summary['words']} words, {summary['utterances']} utterances)"
+    )
+    print(
+        f"RTF      {summary['rtf']:.3f} ({summary['decode_s']:.1f} s for "
+        f"{summary['audio_s']:.1f} s of audio on {summary['device']})"
+    )
+    print(f"results  {paths[0]}, {paths[1]}")
+    return 0
+
+
+def run_sweep(args):
+    """Runs ``sb-compress sweep``; returns the exit code."""
+    from sb_compress.sweep import check_settings, parse_list
+    from sb_compress.sweep import run_sweep as sweep
+
+    methods = parse_list(args.methods, str, "--methods")
+    sparsities = parse_list(args.sparsity, float, "--sparsity")
+    bits = parse_list(args.bits, int, "--bits")
+    check_settings(methods, sparsities, bits)
+    with _quiet_transformers():
+        records = sweep(
+            args.source,
+            args.csv,
+            args.output,
+            methods,
+            sparsities,
+            bits,
+            args.group_size,
+            args.batch_size,
+            args.device,
+            args.limit,
+        )
+    from sb_compress.sweep import format_markdown
+
+    print(format_markdown(records))
+    print(f"written  {args.output}/sweep.json, sweep.md, pareto.png")
+    return 0
+
+
 def _input_errors():
+    from sb_compress.evaluate import EvaluationError
     from sb_compress.export import CompressedFormatError, SourceError
     from sb_compress.models import TargetError, UnsupportedModelError
     from sb_compress.report import ReportError
+    from sb_compress.sweep import SweepError
 
     return (
+        EvaluationError,
+        SweepError,
         UsageError,
         SourceError,
         UnsupportedModelError,
@@ -620,6 +709,10 @@ def main(argv=None):
         args = parser.parse_args(argv)
         if args.command == "oneshot":
             return run_oneshot(args)
+        if args.command == "eval":
+            return run_eval(args)
+        if args.command == "sweep":
+            return run_sweep(args)
         return run_report(args)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 1

@@ -94,6 +94,8 @@ def save_tiny_ssl(
     model = (ctc_class if with_ctc_head else model_class)(config)
     model.eval()
     model.save_pretrained(path)
+    if with_ctc_head:
+        _save_character_tokenizer(path)
     tf.Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16000,
@@ -102,6 +104,24 @@ def save_tiny_ssl(
         return_attention_mask=True,
     ).save_pretrained(path)
     return path
+
+
+#: wav2vec2's character vocabulary (32 entries: config.vocab_size).
+CTC_VOCABULARY = (
+    ["<pad>", "<s>", "</s>", "<unk>", "|"]
+    + list("ETAONIHSRDLUMWCFGYPBVK")
+    + ["'"]
+    + list("XJQZ")
+)
+
+
+def _save_character_tokenizer(path):
+    import transformers as tf
+
+    vocab_file = os.path.join(path, "vocab.json")
+    with open(vocab_file, "w") as f:
+        json.dump({c: i for i, c in enumerate(CTC_VOCABULARY)}, f)
+    tf.Wav2Vec2CTCTokenizer(vocab_file).save_pretrained(path)
 
 
 def _save_byte_level_tokenizer(path):

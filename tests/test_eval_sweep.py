@@ -1,0 +1,206 @@
+"""``sb-compress eval`` and ``sb-compress sweep`` on tiny models."""
+
+import csv
+import json
+import os
+
+import jiwer
+import pytest
+from PIL import Image
+
+from sb_compress.cli import main
+from sb_compress.evaluate import word_errors
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "samples", "mini_librispeech")
+
+
+def _three_utterances(tmp_path):
+    folder = os.path.join(SAMPLES, "test-clean", "908", "157963")
+    with open(os.path.join(folder, "908-157963.trans.txt")) as f:
+        lines = [line.split(" ", 1) for line in f.read().splitlines()][:3]
+    path = tmp_path / "three.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ID", "duration", "wav", "spk_id", "wrd"])
+        for name, words in lines:
+            wav = os.path.join(folder, f"{name}.flac")
+            writer.writerow([name, "1.0", wav, "908", words])
+    return str(path)
+
+
+def test_word_errors_is_the_edit_distance():
+    assert word_errors("A B C D", "A C D E") == 2
+    assert word_errors("A B", "") == 2
+    assert word_errors("", "X Y") == 2
+
+
+def test_eval_of_a_ctc_model_gives_the_hand_computed_wer(
+    tiny_sources, tmp_path, capsys
+):
+    csv_path = _three_utterances(tmp_path)
+    output = tmp_path / "eval"
+    code = main(
+        [
+            "eval",
+            "--source",
+            tiny_sources["wav2vec2_ctc"],
+            "--csv",
+            csv_path,
+            "--batch-size",
+            "2",
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    summary = json.loads((output / "summary.json").read_text())
+    with open(output / "utterances.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["utterances"] == 3
+    references = [r["reference"] for r in rows]
+    hypotheses = [r["hypothesis"] for r in rows]
+    by_hand = 100 * jiwer.wer(references, hypotheses)
+    assert summary["wer"] == pytest.approx(by_hand)
+    assert summary["words"] == sum(len(r.split()) for r in references)
+    assert summary["rtf"] > 0 and summary["audio_s"] > 0
+    assert "WER" in capsys.readouterr().out
+
+
+def test_eval_of_a_whisper_model_and_of_a_packed_one(tiny_sources, tmp_path):
+    csv_path = _three_utterances(tmp_path)
+    packed = tmp_path / "packed"
+    assert (
+        main(
+            [
+                "oneshot",
+                "--source",
+                tiny_sources["whisper"],
+                "--method",
+                "quant",
+                "--bits",
+                "8",
+                "--output",
+                str(packed),
+                "--packed",
+            ]
+        )
+        == 0
+    )
+    for source in (tiny_sources["whisper"], str(packed)):
+        output = tmp_path / ("eval_" + os.path.basename(source))
+        code = main(
+            [
+                "eval",
+                "--source",
+                source,
+                "--csv",
+                csv_path,
+                "--output",
+                str(output),
+            ]
+        )
+        assert code == 0
+        summary = json.loads((output / "summary.json").read_text())
+        assert summary["utterances"] == 3 and summary["words"] > 0
+
+
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ("no_head", "has no CTC head"),
+        ("bad_csv", "no column 'wrd'"),
+        ("no_csv", "no such file"),
+    ],
+)
+def test_eval_bad_input_exits_2_with_one_line(
+    tiny_sources, tmp_path, capsys, which, message
+):
+    csv_path = _three_utterances(tmp_path)
+    source = tiny_sources["wav2vec2_ctc"]
+    if which == "no_head":
+        source = tiny_sources["wav2vec2"]
+    if which == "bad_csv":
+        csv_path = str(tmp_path / "bad.csv")
+        with open(csv_path, "w") as f:
+            f.write("ID,wav\nx,y.flac\n")
+    if which == "no_csv":
+        csv_path = str(tmp_path / "missing.csv")
+    output = tmp_path / "out"
+    code = main(
+        ["eval", "--source", source, "--csv", csv_path, "--output", str(output)]
+    )
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not output.exists()
+
+
+def test_sweep_writes_json_markdown_and_a_pareto_png(tiny_sources, tmp_path):
+    csv_path = _three_utterances(tmp_path)
+    output = tmp_path / "sweep"
+    code = main(
+        [
+            "sweep",
+            "--source",
+            tiny_sources["wav2vec2_ctc"],
+            "--csv",
+            csv_path,
+            "--methods",
+            "magnitude,kmeans,quant",
+            "--sparsity",
+            "0.2,0.5",
+            "--bits",
+            "8,4",
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    records = json.loads((output / "sweep.json").read_text())["models"]
+    names = [r["name"] for r in records]
+    assert names == [
+        "dense",
+        "magnitude-0.2",
+        "magnitude-0.5",
+        "kmeans-0.2",
+        "kmeans-0.5",
+        "quant-int8",
+        "quant-int4",
+    ]
+    by_name = {r["name"]: r for r in records}
+    assert by_name["magnitude-0.5"]["achieved_sparsity"] == pytest.approx(
+        0.5, abs=0.005
+    )
+    assert (
+        by_name["quant-int4"]["bytes_on_disk"]
+        < by_name["quant-int8"]["bytes_on_disk"]
+        < by_name["dense"]["bytes_on_disk"]
+    )
+    markdown = (output / "sweep.md").read_text()
+    assert markdown.count("\n") == len(records) + 2
+    with Image.open(output / "pareto.png") as image:
+        assert image.size[0] > 300
+    for name in names[1:]:
+        assert (output / name / "eval" / "summary.json").is_file()
+
+
+def test_sweep_with_a_bad_method_fails_before_any_work(
+    tiny_sources, tmp_path, capsys
+):
+    output = tmp_path / "sweep"
+    code = main(
+        [
+            "sweep",
+            "--source",
+            tiny_sources["wav2vec2_ctc"],
+            "--csv",
+            "x.csv",
+            "--methods",
+            "magnitude,prune",
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 2
+    assert "--methods prune: unknown" in capsys.readouterr().err
+    assert not output.exists()
