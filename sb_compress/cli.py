@@ -232,6 +232,16 @@ def build_parser():
     sweep.add_argument("--limit", type=_positive_int, default=None)
     sweep.add_argument("--device", default="cpu")
     sweep.add_argument("--output", required=True, metavar="DIR")
+    push = commands.add_parser(
+        "push",
+        help="upload a model folder to the Hugging Face Hub",
+        description="Upload HUB_DIR to the Hub repo NAME (created if "
+        "missing) with huggingface_hub; --dry-run lists what would go.",
+    )
+    push.add_argument("folder", metavar="HUB_DIR")
+    push.add_argument("--repo-id", required=True, metavar="NAME")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--dry-run", action="store_true")
     return parser
 
 
@@ -671,15 +681,37 @@ def run_sweep(args):
     return 0
 
 
+def run_push(args):
+    """Runs ``sb-compress push``; returns the exit code."""
+    from sb_compress.hub import push
+
+    result = push(args.folder, args.repo_id, args.private, args.dry_run)
+    for path, size in result["files"]:
+        print(f"{_format_bytes(size):>10}  {path}")
+    total = _format_bytes(result["bytes"])
+    if result["uploaded"]:
+        print(
+            f"pushed   {len(result['files'])} files, {total} to {result['url']}"
+        )
+    else:
+        print(
+            f"dry run  {len(result['files'])} files, {total} would go to "
+            f"{args.repo_id}"
+        )
+    return 0
+
+
 def _input_errors():
     from sb_compress.evaluate import EvaluationError
     from sb_compress.export import CompressedFormatError, SourceError
+    from sb_compress.hub import PushError
     from sb_compress.models import TargetError, UnsupportedModelError
     from sb_compress.report import ReportError
     from sb_compress.sweep import SweepError
 
     return (
         EvaluationError,
+        PushError,
         SweepError,
         UsageError,
         SourceError,
@@ -713,6 +745,8 @@ def main(argv=None):
             return run_eval(args)
         if args.command == "sweep":
             return run_sweep(args)
+        if args.command == "push":
+            return run_push(args)
         return run_report(args)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 1
