@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -427,6 +428,7 @@ def _quiet_transformers():
 
 def run_oneshot(args):
     """Runs ``sb-compress oneshot``; returns the exit code."""
+    from sb_compress.card import write_model_card
     from sb_compress.export import (
         load_source,
         resolve_source,
@@ -476,6 +478,9 @@ def run_oneshot(args):
             merge_channels=args.merge_channels,
         )
         write_report(folder, written["report"])
+        write_model_card(
+            folder, written["report"], args.command_line, args.output
+        )
 
     with _quiet_transformers():
         output = save_pretrained_atomic(
@@ -529,6 +534,7 @@ def quant_modifiers(args, targets, ignore):
 def run_oneshot_quant(args, model, source_dir, targets, ignore):
     """Round-to-nearest quantization (after N:M pruning with ``--nm``),
     saved packed or dense; returns the exit code."""
+    from sb_compress.card import write_model_card
     from sb_compress.export import save_pretrained_atomic
     from sb_compress.export.pack import (
         add_packed_sizes,
@@ -567,6 +573,7 @@ def run_oneshot_quant(args, model, source_dir, targets, ignore):
         if args.packed:
             add_packed_sizes(report, folder)
         write_report(folder, report)
+        write_model_card(folder, report, args.command_line, args.output)
         written["report"] = report
 
     with _quiet_transformers():
@@ -739,6 +746,10 @@ def main(argv=None):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        args.command_line = " ".join(
+            [PROG] + [shlex.quote(str(a)) for a in arguments]
+        )
         if args.command == "oneshot":
             return run_oneshot(args)
         if args.command == "eval":

@@ -128,6 +128,7 @@ def test_recipe_under_torchrun_with_gloo_writes_once(tmp_path):
     report = _report(tmp_path)
     assert report["step"] == 2
     assert sorted(os.listdir(tmp_path / "compressed")) == [
+        "README.md",
         "compression_report.json",
         "compression_report.md",
         "config.json",

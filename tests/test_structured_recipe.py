@@ -58,6 +58,8 @@ def test_structured_recipe_prunes_and_reports(tmp_path):
     for name in ("recipe_modules.safetensors", "label_encoder.txt"):
         assert (tmp_path / "compressed" / name).is_file()
     assert (tmp_path / "compressed" / "compression_report.md").is_file()
+    card = (tmp_path / "compressed" / "README.md").read_text()
+    assert "- structured-pruning" in card and "| test-clean |" in card
     wrapper = Wav2Vec2(
         os.path.join(SAMPLES, "tiny_wav2vec2"), save_path=str(tmp_path / "w")
     )

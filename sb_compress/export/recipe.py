@@ -19,6 +19,7 @@ import os
 
 from safetensors.torch import save_file
 
+from sb_compress.card import current_command, write_model_card
 from sb_compress.export.pack import (
     add_packed_sizes,
     is_packable,
@@ -101,6 +102,11 @@ def _export_shrunk(plan, folder, other_modules, results, elapsed_s, encoder):
 
     def write_extras(staging):
         _write_recipe_files(staging, plan, other_modules, encoder)
+        from sb_compress.report import read_report
+
+        write_model_card(
+            staging, read_report(staging), current_command(), folder
+        )
 
     shrunk = save_shrunk(
         plan,
@@ -180,6 +186,7 @@ def export_plan(
         if packed:
             add_packed_sizes(report, staging)
         write_report(staging, report)
+        write_model_card(staging, report, current_command(), folder)
         written.update(report)
 
     if packed:

@@ -291,7 +291,7 @@ def save_shrunk(
         More keys for ``compression_report.json``.
     extra_files : callable, optional
         ``extra_files(staging_folder)`` writes more files into the folder
-        before it is moved into place.
+        (after its report) before it is moved into place.
 
     Returns
     -------
@@ -326,9 +326,9 @@ def save_shrunk(
             processor = getattr(wrapper, attribute, None)
             if hasattr(processor, "save_pretrained"):
                 processor.save_pretrained(staging)
+        write_files(staging, report)
         if extra_files is not None:
             extra_files(staging)
-        write_files(staging, report)
 
     try:
         save_pretrained_atomic(
