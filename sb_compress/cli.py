@@ -233,6 +233,20 @@ def build_parser():
     sweep.add_argument("--limit", type=_positive_int, default=None)
     sweep.add_argument("--device", default="cpu")
     sweep.add_argument("--output", required=True, metavar="DIR")
+    export = commands.add_parser(
+        "export",
+        help="write a SpeechBrain hub folder (EncoderASR.from_hparams)",
+        description="Write HUB_DIR, a folder in the layout of SpeechBrain "
+        "hub repos (hyperparams.yaml with a pretrainer, encoder.ckpt, "
+        "tokenizer.ckpt, config.json, README.md) that "
+        "speechbrain.inference.ASR.EncoderASR.from_hparams loads, from the "
+        "CTC recipe's output folder (or its compressed/ folder).",
+    )
+    export.add_argument("source", metavar="CHECKPOINT_OR_DIR")
+    export.add_argument("--output", required=True, metavar="HUB_DIR")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace HUB_DIR"
+    )
     push = commands.add_parser(
         "push",
         help="upload a model folder to the Hugging Face Hub",
@@ -688,6 +702,20 @@ def run_sweep(args):
     return 0
 
 
+def run_export(args):
+    """Runs ``sb-compress export``; returns the exit code."""
+    from sb_compress.hub import export_hub
+
+    with _quiet_transformers():
+        export_hub(args.source, args.output, args.overwrite, args.command_line)
+    print(f"hub folder  {args.output}")
+    print(
+        "load with   EncoderASR.from_hparams("
+        f"source={args.output!r}, savedir=...)"
+    )
+    return 0
+
+
 def run_push(args):
     """Runs ``sb-compress push``; returns the exit code."""
     from sb_compress.hub import push
@@ -711,13 +739,14 @@ def run_push(args):
 def _input_errors():
     from sb_compress.evaluate import EvaluationError
     from sb_compress.export import CompressedFormatError, SourceError
-    from sb_compress.hub import PushError
+    from sb_compress.hub import HubError, PushError
     from sb_compress.models import TargetError, UnsupportedModelError
     from sb_compress.report import ReportError
     from sb_compress.sweep import SweepError
 
     return (
         EvaluationError,
+        HubError,
         PushError,
         SweepError,
         UsageError,
@@ -758,6 +787,8 @@ def main(argv=None):
             return run_sweep(args)
         if args.command == "push":
             return run_push(args)
+        if args.command == "export":
+            return run_export(args)
         return run_report(args)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 1

@@ -10,6 +10,7 @@ Authors
  * sb_compress team 2026
 """
 
+import json
 import os
 import re
 
@@ -108,3 +109,411 @@ def push(folder, repo_id, private=False, dry_run=False, token=None):
         ) from error
     result.update(uploaded=True, url=str(url))
     return result
+
+
+# --------------------------------------------------------------------------
+# SpeechBrain hub folders (``sb-compress export``)
+# --------------------------------------------------------------------------
+
+#: The compressed folder as one tar file, named as SpeechBrain's Pretrainer
+#: fetches a loadable called ``encoder`` (``<name>.ckpt`` in the source).
+ARCHIVE = "encoder.ckpt"
+#: The CTC labels, likewise for the loadable ``tokenizer``.
+HUB_LABELS = "tokenizer.ckpt"
+LABEL_ENCODER = "label_encoder.txt"
+HUB_CONFIG = "config.json"
+
+_HYPERPARAMS_CTC = """\
+# SpeechBrain inference file written by `sb-compress export`.
+# Load with:
+#   from speechbrain.inference.ASR import EncoderASR
+#   asr = EncoderASR.from_hparams(source="<this folder or hub id>",
+#                                 savedir="pretrained_models/<name>")
+#   asr.transcribe_file("audio.wav")
+# The model itself (backbone, head) is in {archive}, a tar of the recipe's
+# compressed folder; sb_compress rebuilds it (dense, packed or shrunk) when
+# the Pretrainer loads that file. {labels} holds the CTC labels.
+
+sample_rate: 16000
+blank_index: {blank}
+
+encoder: !new:sb_compress.hub.CompressedCTC
+
+tokenizer: !new:speechbrain.dataio.encoder.CTCTextEncoder
+
+decoding_function: !name:speechbrain.decoders.ctc.ctc_greedy_decode
+    blank_id: !ref <blank_index>
+
+modules:
+    encoder: !ref <encoder>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        encoder: !ref <encoder>
+        tokenizer: !ref <tokenizer>
+"""
+
+
+class HubError(ValueError):
+    """A folder can't be exported as a SpeechBrain hub folder."""
+
+
+def _describe_layer(name, layer):
+    import torch
+
+    kind = type(layer).__module__ + "." + type(layer).__name__
+    if kind == "speechbrain.nnet.linear.Linear":
+        linear = layer.w
+        return {
+            "type": "linear",
+            "key": f"{name}.w" if name else "w",
+            "in": linear.in_features,
+            "out": linear.out_features,
+            "bias": linear.bias is not None,
+        }
+    if kind == "speechbrain.nnet.normalization.LayerNorm":
+        norm = layer.norm
+        return {
+            "type": "layer_norm",
+            "key": f"{name}.norm" if name else "norm",
+            "shape": list(norm.normalized_shape),
+            "eps": norm.eps,
+            "affine": norm.elementwise_affine,
+        }
+    if isinstance(layer, torch.nn.Linear):
+        return {
+            "type": "linear",
+            "key": name,
+            "in": layer.in_features,
+            "out": layer.out_features,
+            "bias": layer.bias is not None,
+        }
+    if isinstance(layer, torch.nn.LayerNorm):
+        return {
+            "type": "layer_norm",
+            "key": name,
+            "shape": list(layer.normalized_shape),
+            "eps": layer.eps,
+            "affine": layer.elementwise_affine,
+        }
+    if isinstance(layer, torch.nn.LeakyReLU):
+        return {"type": "leaky_relu", "slope": layer.negative_slope}
+    for cls, label in (
+        (torch.nn.ReLU, "relu"),
+        (torch.nn.GELU, "gelu"),
+        (torch.nn.Tanh, "tanh"),
+        (torch.nn.Dropout, "identity"),
+        (torch.nn.Identity, "identity"),
+    ):
+        if isinstance(layer, cls):
+            return {"type": label}
+    raise HubError(f"{name or 'module'}: no hub layout for {kind}")
+
+
+def _describe_module(module):
+    kind = type(module).__module__ + "." + type(module).__name__
+    if kind == "speechbrain.nnet.containers.Sequential":
+        return [
+            _describe_layer(n, child) for n, child in module.named_children()
+        ]
+    return [_describe_layer("", module)]
+
+
+def describe_recipe(wrapper, modules):
+    """How a recipe's extra modules are built, for :class:`CompressedCTC`.
+
+    Arguments
+    ---------
+    wrapper : torch.nn.Module
+        The SpeechBrain wrapper the plan compresses (its ``output_norm``
+        and ``normalize_wav`` are recorded).
+    modules : dict
+        ``{name: module}`` applied after the backbone, in this order.
+
+    Returns
+    -------
+    dict
+        ``{"backbone": {...}, "modules": [{"name", "layers"}] }``; a module
+        of an unsupported kind is recorded with ``"error"``.
+    """
+    out = {
+        "backbone": {
+            "wrapper": type(wrapper).__name__,
+            "output_norm": bool(getattr(wrapper, "output_norm", False)),
+            "normalize_wav": bool(getattr(wrapper, "normalize_wav", False)),
+        },
+        "modules": [],
+    }
+    for name, module in modules.items():
+        try:
+            out["modules"].append(
+                {"name": name, "layers": _describe_module(module)}
+            )
+        except HubError as error:
+            out["modules"].append({"name": name, "error": str(error)})
+    return out
+
+
+def _build_layers(layers, state, prefix):
+    import torch
+
+    built = []
+    for layer in layers:
+        kind = layer["type"]
+        if kind == "linear":
+            module = torch.nn.Linear(layer["in"], layer["out"], layer["bias"])
+        elif kind == "layer_norm":
+            module = torch.nn.LayerNorm(
+                layer["shape"],
+                eps=layer["eps"],
+                elementwise_affine=layer["affine"],
+            )
+        elif kind == "leaky_relu":
+            module = torch.nn.LeakyReLU(layer["slope"])
+        elif kind == "relu":
+            module = torch.nn.ReLU()
+        elif kind == "gelu":
+            module = torch.nn.GELU()
+        elif kind == "tanh":
+            module = torch.nn.Tanh()
+        else:
+            module = torch.nn.Identity()
+        if "key" in layer:
+            key = ".".join(p for p in (prefix, layer["key"]) if p)
+            params = {
+                k[len(key) + 1 :]: v
+                for k, v in state.items()
+                if k.startswith(key + ".")
+            }
+            module.load_state_dict(params, strict=True)
+        built.append(module)
+    return torch.nn.Sequential(*built)
+
+
+def _compressed_ctc_class():
+    import torch
+    import torch.nn.functional as F
+    from speechbrain.utils.checkpoints import (
+        mark_as_transfer,
+        register_checkpoint_hooks,
+    )
+
+    @register_checkpoint_hooks
+    class CompressedCTC(torch.nn.Module):
+        """A compressed CTC model, built when the Pretrainer loads it.
+
+        ``forward(wavs, wav_lens)`` gives CTC log-probabilities, as
+        SpeechBrain's ``EncoderASR`` expects of its ``encoder`` module:
+        the backbone (read with :func:`sb_compress.load_compressed`, in
+        whatever format it was exported) behaves as SpeechBrain's
+        wrapper did in training (input and output normalisation, padding
+        mask), then the recipe's modules run in order.
+        """
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = None
+            self.head = torch.nn.Sequential()
+            self.settings = {}
+
+        @mark_as_transfer
+        def _load(self, path):
+            folder = _unpack(path)
+            self.load_folder(folder)
+
+        def load_folder(self, folder):
+            """Builds the model from an exported recipe folder."""
+            from safetensors.torch import load_file
+
+            from sb_compress.export import load_compressed
+            from sb_compress.export.recipe import (
+                RECIPE_LAYOUT,
+                RECIPE_MODULES,
+            )
+
+            with open(os.path.join(folder, RECIPE_LAYOUT)) as f:
+                layout = json.load(f)
+            state = load_file(os.path.join(folder, RECIPE_MODULES))
+            self.backbone = load_compressed(folder).float().eval()
+            self.settings = layout["backbone"]
+            parts = []
+            for module in layout["modules"]:
+                if "error" in module:
+                    raise HubError(module["error"])
+                parts.append(
+                    _build_layers(module["layers"], state, module["name"])
+                )
+            self.head = torch.nn.Sequential(*parts)
+
+        def forward(self, wavs, wav_lens=None):
+            """CTC log-probabilities (batch, frames, labels)."""
+            from speechbrain.dataio.dataio import length_to_mask
+
+            if self.backbone is None:
+                raise HubError("CompressedCTC was not loaded: use from_hparams")
+            mask = None
+            if wav_lens is not None:
+                lengths = torch.round(wav_lens * wavs.shape[1])
+                mask = length_to_mask(lengths, wavs.shape[1]).long()
+            if self.settings.get("normalize_wav"):
+                wavs = F.layer_norm(wavs, wavs.shape[1:])
+            out = self.backbone(wavs, attention_mask=mask).last_hidden_state
+            if self.settings.get("output_norm"):
+                out = F.layer_norm(out, out.shape[1:])
+            return self.head(out).log_softmax(-1)
+
+    return CompressedCTC
+
+
+def _unpack(path):
+    import tarfile
+
+    folder = os.path.realpath(path) + ".d"
+    marker = os.path.join(folder, ".complete")
+    if not os.path.isfile(marker):
+        staging = folder + ".partial"
+        os.makedirs(staging, exist_ok=True)
+        with tarfile.open(path) as archive:
+            archive.extractall(staging, filter="data")
+        open(os.path.join(staging, ".complete"), "w").close()
+        if os.path.isdir(folder):
+            import shutil
+
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    return folder
+
+
+def __getattr__(name):
+    if name == "CompressedCTC":
+        cls = _compressed_ctc_class()
+        globals()["CompressedCTC"] = cls
+        return cls
+    raise AttributeError(f"module 'sb_compress.hub' has no attribute {name!r}")
+
+
+def _compressed_folder(source):
+    """The exported folder inside ``source`` (a recipe output folder or the
+    folder itself)."""
+    if os.path.isfile(os.path.join(source, "compression_report.json")):
+        return source
+    inner = os.path.join(source, "compressed")
+    if os.path.isfile(os.path.join(inner, "compression_report.json")):
+        return inner
+    raise HubError(
+        f"{source}: no compression_report.json here or in {inner}; give a "
+        "folder written by a recipe (its output folder or compressed/)"
+    )
+
+
+def export_hub(source, output, overwrite=False, command=None):
+    """Writes a SpeechBrain hub folder for a recipe's compressed CTC model.
+
+    Arguments
+    ---------
+    source : str
+        The recipe's output folder or its ``compressed/`` folder.
+    output : str
+        The hub folder (written atomically).
+    overwrite : bool
+        Replace an existing non-empty ``output``.
+    command : str, optional
+        Recorded in the model card.
+
+    Returns
+    -------
+    str
+        ``output``.
+
+    Raises
+    ------
+    HubError
+        On a folder that is not a recipe's CTC export.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+
+    from sb_compress.card import write_model_card
+    from sb_compress.export.recipe import RECIPE_LAYOUT
+    from sb_compress.export.save import check_output_dir
+    from sb_compress.report import read_report
+
+    folder = _compressed_folder(source)
+    report = read_report(folder)
+    layout_path = os.path.join(folder, RECIPE_LAYOUT)
+    if not os.path.isfile(layout_path):
+        raise HubError(
+            f"{folder}: no {RECIPE_LAYOUT}; `export` handles the CTC "
+            "recipe's exports (a one-shot folder is already a transformers "
+            "folder: push it as it is)"
+        )
+    with open(layout_path) as f:
+        layout = json.load(f)
+    wrapper = layout["backbone"]["wrapper"]
+    if wrapper not in ("Wav2Vec2", "HuBERT", "WavLM"):
+        raise HubError(
+            f"{folder}: a {wrapper} backbone; `export` handles the CTC "
+            "recipe's wav2vec2 / HuBERT / WavLM exports so far"
+        )
+    for module in layout["modules"]:
+        if "error" in module:
+            raise HubError(f"{folder}: {module['error']}")
+    labels = os.path.join(folder, LABEL_ENCODER)
+    if not os.path.isfile(labels):
+        raise HubError(f"{folder}: no {LABEL_ENCODER} (the CTC labels)")
+    blank = _blank_index(labels)
+    check_output_dir(output, overwrite)
+    parent = os.path.dirname(os.path.abspath(output)) or "."
+    staging = tempfile.mkdtemp(prefix=".sb_compress_hub_", dir=parent)
+    try:
+        with tarfile.open(os.path.join(staging, ARCHIVE), "w") as archive:
+            for name in sorted(os.listdir(folder)):
+                if name != "README.md":
+                    archive.add(os.path.join(folder, name), arcname=name)
+        shutil.copy(labels, os.path.join(staging, HUB_LABELS))
+        with open(os.path.join(staging, "hyperparams.yaml"), "w") as f:
+            f.write(
+                _HYPERPARAMS_CTC.format(
+                    archive=ARCHIVE, labels=HUB_LABELS, blank=blank
+                )
+            )
+        with open(os.path.join(staging, HUB_CONFIG), "w") as f:
+            json.dump(
+                {
+                    "speechbrain_interface": "EncoderASR",
+                    "sb_compress_format": report.get("format", "dense"),
+                    "model_type": report.get("model_type"),
+                },
+                f,
+                indent=2,
+            )
+        write_model_card(staging, report, command, output)
+        _append_hub_loading(os.path.join(staging, "README.md"), output)
+        if os.path.isdir(output):
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def _blank_index(labels):
+    from speechbrain.dataio.encoder import CTCTextEncoder
+
+    encoder = CTCTextEncoder()
+    encoder.load(labels)
+    return int(encoder.get_blank_index())
+
+
+def _append_hub_loading(card_path, output):
+    name = os.path.basename(os.path.normpath(output))
+    with open(card_path, "a", encoding="utf-8") as f:
+        f.write(
+            "\n## With SpeechBrain\n\n```python\n"
+            "from speechbrain.inference.ASR import EncoderASR\n"
+            f'asr = EncoderASR.from_hparams(source="{name}", '
+            f'savedir="pretrained_models/{name}")\n'
+            'print(asr.transcribe_file("audio.wav"))\n```\n'
+        )

@@ -15,6 +15,7 @@ Authors
  * sb_compress team 2026
 """
 
+import json
 import os
 
 from safetensors.torch import save_file
@@ -30,6 +31,8 @@ from sb_compress.export.save import save_pretrained_atomic
 from sb_compress.report import build_report, write_report
 
 RECIPE_MODULES = "recipe_modules.safetensors"
+#: How the recipe's modules are built and chained (read by the hub export).
+RECIPE_LAYOUT = "recipe_modules.json"
 LABEL_ENCODER = "label_encoder.txt"
 
 
@@ -68,9 +71,13 @@ def is_structured(plan):
 
 
 def _write_recipe_files(staging, plan, other_modules, label_encoder):
+    from sb_compress.hub import describe_recipe
+
     _save_processors(plan.model, staging)
     if other_modules:
         _save_modules(other_modules, os.path.join(staging, RECIPE_MODULES))
+        with open(os.path.join(staging, RECIPE_LAYOUT), "w") as f:
+            json.dump(describe_recipe(plan.model, other_modules), f, indent=2)
     if label_encoder is not None and hasattr(label_encoder, "save"):
         label_encoder.save(os.path.join(staging, LABEL_ENCODER))
 

@@ -358,3 +358,14 @@ if __name__ == "__main__":
             test_loader_kwargs=hparams["test_dataloader_opts"],
             min_key="loss" if asr_brain.distill_only else "WER",
         )
+
+    # A SpeechBrain hub folder of the compressed model (EncoderASR).
+    if if_main_process() and not asr_brain.distill_only:
+        from sb_compress.hub import HubError, export_hub
+
+        hub_folder = os.path.join(hparams["output_folder"], "hub")
+        try:
+            export_hub(asr_brain.compressed_folder(), hub_folder, True)
+            logger.info(f"SpeechBrain hub folder: {hub_folder}")
+        except HubError as error:
+            logger.warning(f"no hub folder: {error}")
