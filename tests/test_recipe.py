@@ -135,5 +135,6 @@ def test_recipe_under_torchrun_with_gloo_writes_once(tmp_path):
         "label_encoder.txt",
         "model.safetensors",
         "preprocessor_config.json",
+        "recipe_modules.json",
         "recipe_modules.safetensors",
     ]
