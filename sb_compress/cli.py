@@ -235,17 +235,24 @@ def build_parser():
     sweep.add_argument("--output", required=True, metavar="DIR")
     export = commands.add_parser(
         "export",
-        help="write a SpeechBrain hub folder (EncoderASR.from_hparams)",
+        help="write a SpeechBrain hub folder (EncoderASR / WhisperASR)",
         description="Write HUB_DIR, a folder in the layout of SpeechBrain "
-        "hub repos (hyperparams.yaml with a pretrainer, encoder.ckpt, "
-        "tokenizer.ckpt, config.json, README.md) that "
-        "speechbrain.inference.ASR.EncoderASR.from_hparams loads, from the "
-        "CTC recipe's output folder (or its compressed/ folder).",
+        "hub repos (hyperparams.yaml with a pretrainer, checkpoint files, "
+        "config.json naming the interface, README.md) that "
+        "speechbrain.inference.ASR.EncoderASR.from_hparams (the CTC "
+        "recipe's output folder or its compressed/ folder) or "
+        "WhisperASR.from_hparams (any Whisper folder) loads.",
     )
     export.add_argument("source", metavar="CHECKPOINT_OR_DIR")
     export.add_argument("--output", required=True, metavar="HUB_DIR")
     export.add_argument(
         "--overwrite", action="store_true", help="replace HUB_DIR"
+    )
+    export.add_argument(
+        "--beam-size",
+        type=_positive_int,
+        default=1,
+        help="Whisper: the searcher's beam (1: greedy)",
     )
     push = commands.add_parser(
         "push",
@@ -704,13 +711,19 @@ def run_sweep(args):
 
 def run_export(args):
     """Runs ``sb-compress export``; returns the exit code."""
-    from sb_compress.hub import export_hub
+    from sb_compress.hub import export_any
 
     with _quiet_transformers():
-        export_hub(args.source, args.output, args.overwrite, args.command_line)
+        interface = export_any(
+            args.source,
+            args.output,
+            args.overwrite,
+            args.command_line,
+            args.beam_size,
+        )
     print(f"hub folder  {args.output}")
     print(
-        "load with   EncoderASR.from_hparams("
+        f"load with   {interface}.from_hparams("
         f"source={args.output!r}, savedir=...)"
     )
     return 0

@@ -389,6 +389,12 @@ def __getattr__(name):
         cls = _compressed_ctc_class()
         globals()["CompressedCTC"] = cls
         return cls
+    if name in ("CompressedWhisper", "LazyWhisperSearcher"):
+        whisper, searcher = _whisper_classes()
+        globals().update(
+            CompressedWhisper=whisper, LazyWhisperSearcher=searcher
+        )
+        return globals()[name]
     raise AttributeError(f"module 'sb_compress.hub' has no attribute {name!r}")
 
 
@@ -517,3 +523,248 @@ def _append_hub_loading(card_path, output):
             f'savedir="pretrained_models/{name}")\n'
             'print(asr.transcribe_file("audio.wav"))\n```\n'
         )
+
+
+# --------------------------------------------------------------------------
+# Whisper (WhisperASR)
+# --------------------------------------------------------------------------
+
+_HYPERPARAMS_WHISPER = """\
+# SpeechBrain inference file written by `sb-compress export`.
+# Load with:
+#   from speechbrain.inference.ASR import WhisperASR
+#   asr = WhisperASR.from_hparams(source="<this folder or hub id>",
+#                                 savedir="pretrained_models/<name>")
+#   asr.transcribe_file("audio.wav")
+# The model is in {archive}, a tar of the compressed folder; sb_compress
+# rebuilds it (dense, packed or shrunk) into SpeechBrain's Whisper wrapper
+# when the Pretrainer loads that file.
+
+sample_rate: 16000
+language: null
+normalized_transcripts: False
+beam_size: {beam}
+
+whisper: !new:sb_compress.hub.CompressedWhisper
+
+decoder: !new:sb_compress.hub.LazyWhisperSearcher
+    whisper: !ref <whisper>
+    beam_size: !ref <beam_size>
+
+modules:
+    whisper: !ref <whisper>
+    decoder: !ref <decoder>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        whisper: !ref <whisper>
+"""
+
+#: The Whisper archive, named after the loadable ``whisper``.
+WHISPER_ARCHIVE = "whisper.ckpt"
+
+
+def _whisper_classes():
+    import shutil
+
+    import torch
+    from speechbrain.utils.checkpoints import (
+        mark_as_transfer,
+        register_checkpoint_hooks,
+    )
+
+    @register_checkpoint_hooks
+    class CompressedWhisper(torch.nn.Module):
+        """SpeechBrain's Whisper wrapper around a compressed Whisper, built
+        when the Pretrainer loads its archive; attributes and calls go to
+        the wrapper (``tokenizer``, ``forward_encoder``, ``_get_mel``...)."""
+
+        def __init__(self):
+            super().__init__()
+            self.wrapper = None
+
+        @mark_as_transfer
+        def _load(self, path):
+            from speechbrain.integrations.huggingface.whisper import Whisper
+
+            from sb_compress.export import load_compressed
+
+            folder = _unpack(path)
+            dense = os.path.join(folder, "transformers")
+            report = os.path.join(folder, "compression_report.json")
+            if not os.path.isfile(report):
+                dense = folder  # a plain transformers folder
+            elif not os.path.isfile(os.path.join(dense, "config.json")):
+                model = load_compressed(folder)
+                model.save_pretrained(dense + ".partial")
+                for name in os.listdir(folder):
+                    if name.endswith((".json", ".txt", ".tiktoken")) and not (
+                        name.startswith("compression_report")
+                        or name == "config.json"
+                    ):
+                        shutil.copy(
+                            os.path.join(folder, name), dense + ".partial"
+                        )
+                os.replace(dense + ".partial", dense)
+            wrapper = Whisper(source=dense, save_path=folder + ".sb")
+            if not wrapper.is_multilingual and wrapper.language is None:
+                wrapper.language = "en"  # no language tokens to detect
+            self.wrapper = wrapper
+
+        def forward(self, *args, **kwargs):
+            """The wrapper's forward."""
+            return self.wrapper(*args, **kwargs)
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                wrapper = self.__dict__.get("_modules", {}).get("wrapper")
+                if wrapper is None:
+                    raise
+                return getattr(wrapper, name)
+
+    class LazyWhisperSearcher(torch.nn.Module):
+        """SpeechBrain's Whisper greedy (``beam_size`` 1) or beam searcher,
+        built on first use, once the Whisper model is loaded."""
+
+        def __init__(self, whisper, beam_size=1, **options):
+            super().__init__()
+            self.__dict__["_whisper"] = whisper
+            self.__dict__["_real"] = None
+            self.beam_size = beam_size
+            self.options = options
+
+        def searcher(self):
+            """The real searcher."""
+            from speechbrain.decoders.seq2seq import (
+                S2SWhisperBeamSearcher,
+                S2SWhisperGreedySearcher,
+            )
+
+            if self.__dict__["_real"] is None:
+                wrapper = self.__dict__["_whisper"].wrapper
+                options = {"min_decode_ratio": 0.0, "max_decode_ratio": 1.0}
+                options.update(self.options)
+                if self.beam_size > 1:
+                    real = S2SWhisperBeamSearcher(
+                        module=[wrapper], beam_size=self.beam_size, **options
+                    )
+                else:
+                    real = S2SWhisperGreedySearcher(model=wrapper, **options)
+                self.__dict__["_real"] = real
+            return self.__dict__["_real"]
+
+        def forward(self, *args, **kwargs):
+            """The real searcher's forward."""
+            return self.searcher()(*args, **kwargs)
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.searcher(), name)
+
+    return CompressedWhisper, LazyWhisperSearcher
+
+
+def export_whisper_hub(source, output, overwrite=False, command=None, beam=1):
+    """Writes a SpeechBrain hub folder (``WhisperASR``) for a Whisper
+    folder: a one-shot or recipe export, or a plain transformers folder.
+
+    Arguments
+    ---------
+    source : str
+        The folder (or a recipe output folder holding ``compressed/``).
+    output : str
+        The hub folder (written atomically).
+    overwrite : bool
+        Replace an existing non-empty ``output``.
+    command : str, optional
+        Recorded in the model card.
+    beam : int
+        Beam size of the folder's searcher (1: greedy).
+
+    Returns
+    -------
+    str
+        ``output``.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+
+    from sb_compress.card import write_model_card
+    from sb_compress.export.save import check_output_dir
+    from sb_compress.report import read_report
+
+    try:
+        folder = _compressed_folder(source)
+        report = read_report(folder)
+    except HubError:
+        folder, report = source, {"format": "dense", "model_type": "whisper"}
+    check_output_dir(output, overwrite)
+    parent = os.path.dirname(os.path.abspath(output)) or "."
+    staging = tempfile.mkdtemp(prefix=".sb_compress_hub_", dir=parent)
+    try:
+        path = os.path.join(staging, WHISPER_ARCHIVE)
+        with tarfile.open(path, "w") as archive:
+            for name in sorted(os.listdir(folder)):
+                if name != "README.md" and not name.startswith("."):
+                    archive.add(os.path.join(folder, name), arcname=name)
+        with open(os.path.join(staging, "hyperparams.yaml"), "w") as f:
+            f.write(
+                _HYPERPARAMS_WHISPER.format(archive=WHISPER_ARCHIVE, beam=beam)
+            )
+        with open(os.path.join(staging, HUB_CONFIG), "w") as f:
+            json.dump(
+                {
+                    "speechbrain_interface": "WhisperASR",
+                    "sb_compress_format": report.get("format", "dense"),
+                    "model_type": "whisper",
+                },
+                f,
+                indent=2,
+            )
+        write_model_card(staging, report, command, output)
+        name = os.path.basename(os.path.normpath(output))
+        with open(os.path.join(staging, "README.md"), "a") as f:
+            f.write(
+                "\n## With SpeechBrain\n\n```python\n"
+                "from speechbrain.inference.ASR import WhisperASR\n"
+                f'asr = WhisperASR.from_hparams(source="{name}", '
+                f'savedir="pretrained_models/{name}")\n'
+                'print(asr.transcribe_file("audio.wav"))\n```\n'
+            )
+        if os.path.isdir(output):
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def export_any(source, output, overwrite=False, command=None, beam=1):
+    """:func:`export_whisper_hub` for Whisper folders, else
+    :func:`export_hub` (CTC recipe exports).
+
+    Returns
+    -------
+    str
+        The interface the folder is for (``EncoderASR`` or ``WhisperASR``).
+    """
+    if not os.path.isdir(source):
+        raise HubError(f"{source}: no such folder")
+    inner = os.path.join(source, "compressed")
+    folder = inner if os.path.isdir(inner) else source
+    config_path = os.path.join(folder, "config.json")
+    model_type = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            model_type = json.load(f).get("model_type")
+    if model_type == "whisper":
+        export_whisper_hub(folder, output, overwrite, command, beam)
+        return "WhisperASR"
+    export_hub(source, output, overwrite, command)
+    return "EncoderASR"

@@ -71,6 +71,9 @@ def test_whisper_recipe_compresses_encoder_and_decoder(
     assert type(model).__name__ == "WhisperModel"
     weight = model.decoder.layers[0].encoder_attn.q_proj.weight
     assert float((weight == 0).float().mean()) > 0.3
+    hub = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert hub["speechbrain_interface"] == "WhisperASR"
+    assert hub["sb_compress_format"] == format
     if format == "packed":
         groups = (weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1)
         assert int(groups.max()) <= 2

@@ -11,7 +11,8 @@ the test sets with beam search (SpeechBrain's Whisper searchers); WER files
 are written as SpeechBrain writes them, and the compressed model with its
 report lands in ``<output_folder>/compressed/`` (``packed`` for
 quantization / N:M, dense with zeros for pruning), where
-``sb_compress.load_compressed`` reads it back.
+``sb_compress.load_compressed`` reads it back, and a SpeechBrain hub folder
+that ``WhisperASR.from_hparams`` loads in ``<output_folder>/hub/``.
 
 hparams/prune.yaml  : self-pinching gates (unstructured sparsity);
 hparams/quant.yaml  : int4 weights with 2:4 sparsity (QAT).
@@ -304,3 +305,11 @@ if __name__ == "__main__":
             test_loader_kwargs=hparams["test_loader_kwargs"],
             min_key="WER",
         )
+
+    # A SpeechBrain hub folder of the compressed model (WhisperASR).
+    if if_main_process():
+        from sb_compress.hub import export_whisper_hub
+
+        hub_folder = os.path.join(hparams["output_folder"], "hub")
+        export_whisper_hub(asr_brain.compressed_folder(), hub_folder, True)
+        logger.info(f"SpeechBrain hub folder: {hub_folder}")
