@@ -244,6 +244,15 @@ def describe_recipe(wrapper, modules):
         },
         "modules": [],
     }
+    if hasattr(wrapper, "_hop_length"):  # SpeechBrain's Whisper wrapper
+        out["backbone"].update(
+            n_fft=int(wrapper._n_fft),
+            hop_length=int(wrapper._hop_length),
+            n_samples=int(wrapper._n_samples),
+            # the encoder halves the mel frames; the recipe keeps
+            # ceil(samples / samples_per_frame) of its 30 s output
+            samples_per_frame=2 * int(wrapper._hop_length),
+        )
     for name, module in modules.items():
         try:
             out["modules"].append(
@@ -336,6 +345,16 @@ def _compressed_ctc_class():
             state = load_file(os.path.join(folder, RECIPE_MODULES))
             self.backbone = load_compressed(folder).float().eval()
             self.settings = layout["backbone"]
+            if self.settings["wrapper"] == "Whisper":
+                from transformers import WhisperFeatureExtractor
+
+                extractor = WhisperFeatureExtractor.from_pretrained(folder)
+                filters = torch.as_tensor(
+                    extractor.mel_filters, dtype=torch.float32
+                )
+                if filters.shape[0] != extractor.feature_size:
+                    filters = filters.T
+                self.register_buffer("mel_filters", filters)
             parts = []
             for module in layout["modules"]:
                 if "error" in module:
@@ -351,6 +370,8 @@ def _compressed_ctc_class():
 
             if self.backbone is None:
                 raise HubError("CompressedCTC was not loaded: use from_hparams")
+            if self.settings["wrapper"] == "Whisper":
+                return self.head(self._whisper_features(wavs)).log_softmax(-1)
             mask = None
             if wav_lens is not None:
                 lengths = torch.round(wav_lens * wavs.shape[1])
@@ -361,6 +382,32 @@ def _compressed_ctc_class():
             if self.settings.get("output_norm"):
                 out = F.layer_norm(out, out.shape[1:])
             return self.head(out).log_softmax(-1)
+
+        def _whisper_features(self, wavs):
+            """SpeechBrain's Whisper wrapper (encoder only): audio padded
+            to 30 s, log-mel, encoder; then the frames the audio covers."""
+            n_samples = self.settings["n_samples"]
+            samples = wavs.shape[1]
+            if samples > n_samples:
+                audio = wavs[:, :n_samples]
+            else:
+                audio = F.pad(wavs, (0, n_samples - samples))
+            n_fft = self.settings["n_fft"]
+            window = torch.hann_window(n_fft, device=audio.device)
+            stft = torch.stft(
+                audio,
+                n_fft,
+                self.settings["hop_length"],
+                window=window,
+                return_complex=True,
+            )
+            power = stft[..., :-1].abs() ** 2
+            mel = torch.clamp(self.mel_filters @ power, min=1e-10).log10()
+            mel = torch.maximum(mel, mel.max() - 8.0)
+            mel = (mel + 4.0) / 4.0
+            out = self.backbone.encoder(mel).last_hidden_state
+            frames = -(-samples // self.settings["samples_per_frame"])
+            return out[:, :frames]
 
     return CompressedCTC
 
@@ -457,10 +504,10 @@ def export_hub(source, output, overwrite=False, command=None):
     with open(layout_path) as f:
         layout = json.load(f)
     wrapper = layout["backbone"]["wrapper"]
-    if wrapper not in ("Wav2Vec2", "HuBERT", "WavLM"):
+    if wrapper not in ("Wav2Vec2", "HuBERT", "WavLM", "Whisper"):
         raise HubError(
             f"{folder}: a {wrapper} backbone; `export` handles the CTC "
-            "recipe's wav2vec2 / HuBERT / WavLM exports so far"
+            "recipe's wav2vec2 / HuBERT / WavLM / Whisper-encoder exports"
         )
     for module in layout["modules"]:
         if "error" in module:
@@ -763,7 +810,10 @@ def export_any(source, output, overwrite=False, command=None, beam=1):
     if os.path.isfile(config_path):
         with open(config_path) as f:
             model_type = json.load(f).get("model_type")
-    if model_type == "whisper":
+    from sb_compress.export.recipe import RECIPE_LAYOUT
+
+    recipe = os.path.isfile(os.path.join(folder, RECIPE_LAYOUT))
+    if model_type == "whisper" and not recipe:
         export_whisper_hub(folder, output, overwrite, command, beam)
         return "WhisperASR"
     export_hub(source, output, overwrite, command)
