@@ -44,3 +44,5 @@ __all__ = [
     "save_pretrained_atomic",
     "save_shrunk",
 ]
+
+from sb_compress.methods import fold as _fold  # noqa: E402,F401 ("folded")
