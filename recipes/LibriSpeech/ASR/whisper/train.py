@@ -22,7 +22,7 @@ To run this recipe on the embedded samples (no data, no hub, CPU):
 >     --data_folder=../../../../tests/samples/mini_librispeech \\
 >     --whisper_hub=../../../../tests/samples/tiny_whisper \\
 >     --output_folder=results/demo --number_of_epochs=1 --device=cpu \\
->     --max_decode_ratio=0.02 --test_beam_size=2
+>     --max_decode_ratio=0.02 --test_beam_size=2 --compression_ramp_steps=0
 
 On LibriSpeech (train-clean-100) with openai/whisper-small.en:
 > python train.py hparams/quant.yaml --data_folder=/path/to/LibriSpeech
