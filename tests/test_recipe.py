@@ -10,11 +10,18 @@ import torch
 from safetensors.torch import load_file
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
+import sb_compress
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 RECIPE = os.path.join(ROOT, "recipes", "LibriSpeech", "ASR", "CTC")
 SAMPLES = os.path.join(ROOT, "tests", "samples")
 
 pytestmark = pytest.mark.recipe
+
+#: HardConcrete gates start closed to pruning (p0 = 0.01, log_alpha 4.6);
+#: Adam moves log_alpha by about its learning rate a step, so the debug
+#: run's four steps prune with the target at once and a raised rate.
+STRUCTURED_DEBUG = ["--ramp_steps=0", "--compression_lr=2", "--multiplier_lr=2"]
 
 
 def _command(hparams, output, epochs, hub="tiny_wav2vec2", launcher=None):
@@ -44,6 +51,96 @@ def _report(output):
         return json.load(f)
 
 
+def _unlabelled_csvs(folder):
+    """``ID,duration,wav`` CSVs of the embedded samples (no transcripts);
+    returns the overrides that make the recipe read them."""
+    import soundfile
+
+    splits = {"train": "train-clean-100", "valid": "dev-clean"}
+    splits["test"] = "test-clean"
+    paths = {}
+    for key, split in splits.items():
+        root = os.path.join(SAMPLES, "mini_librispeech", split)
+        rows = ["ID,duration,wav"]
+        for base, _, files in sorted(os.walk(root)):
+            for name in sorted(f for f in files if f.endswith(".flac")):
+                wav = os.path.join(base, name)
+                duration = soundfile.info(wav).duration
+                rows.append(f"{name[:-5]},{duration},{wav}")
+        paths[key] = str(folder / f"{split}.csv")
+        with open(paths[key], "w", encoding="utf-8") as f:
+            f.write("\n".join(rows) + "\n")
+    return [
+        "--skip_prep=True",
+        f"--train_csv={paths['train']}",
+        f"--valid_csv={paths['valid']}",
+        f"--test_csv=[{paths['test']}]",
+    ]
+
+
+def _check_transcribed(output, report, method):
+    assert set(report["wer"]) == {"test-clean", "test-other"}
+    assert report["test_wer"] == report["wer"]["test-clean"]
+    assert "%WER" in (output / "wer_test-clean.txt").read_text()
+    compressed = output / "compressed"
+    assert (compressed / "label_encoder.txt").exists()
+    assert (compressed / "recipe_modules.safetensors").exists()
+    if method == "kmeans":
+        assert report["achieved_sparsity"] == pytest.approx(0.5, abs=0.005)
+    if method == "pinch":
+        assert report["achieved_sparsity"] > 0.3
+
+
+def _check_distillation_only(output, report):
+    assert report["wer"] is None and report["test_wer"] is None
+    assert not list(output.glob("wer_*.txt"))
+    compressed = output / "compressed"
+    assert not (compressed / "recipe_modules.safetensors").exists()
+    assert not (compressed / "label_encoder.txt").exists()
+    log = (output / "train_log.txt").read_text()
+    assert "valid loss" in log and "test loss" in log
+    assert "WER" not in log and "CER" not in log
+
+
+def _check_shrunk(output, report):
+    """The gates pruned in training and the export is the smaller model."""
+    assert report["format"] == "shrunk"
+    assert report["modifiers"][0]["init_prob"] == 0.01
+    assert report["achieved_sparsity"] > 0.05
+    assert report["params_total"] < report["params_dense"]
+    original = report["original"]
+    layers = report["layers_structure"]
+    assert [r["layer"] for r in layers] == [0, 1]
+    assert any(
+        r.get("ffn_width", 0) < original["ffn_width"]
+        or sum(r.get("qk_dims", [])) < original["heads"] * original["head_dim"]
+        for r in layers
+    )
+    folder = str(output / "compressed")
+    shrunk = sb_compress.load_compressed(folder)
+    params = sum(p.numel() for p in shrunk.parameters())
+    assert params == report["params_total"]
+    wrapper = Wav2Vec2(
+        os.path.join(SAMPLES, "tiny_wav2vec2"), save_path=str(output / "w")
+    )
+    dense = sum(p.numel() for p in wrapper.model.parameters())
+    assert params < dense == report["params_dense"]
+    for record in layers:
+        attention = shrunk.encoder.layers[record["layer"]].attention
+        if record.get("heads"):
+            assert attention.q_proj.out_features == sum(record["qk_dims"])
+            assert attention.v_proj.out_features == sum(record["v_dims"])
+        ffn = shrunk.encoder.layers[record["layer"]].feed_forward
+        if record.get("ffn_width"):
+            assert ffn.intermediate_dense.out_features == record["ffn_width"]
+    card = (output / "compressed" / "README.md").read_text()
+    assert "- structured-pruning" in card
+    wrapper.model = shrunk
+    with torch.no_grad():
+        out = wrapper(torch.randn(1, 16000))
+    assert out.shape[-1] == 64 and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize(
     "hparams, hub, method",
     [
@@ -53,33 +150,36 @@ def _report(output):
         ("prune_whisper.yaml", "tiny_whisper", "pinch"),
         ("quant.yaml", "tiny_wav2vec2", "nm+quant"),
         ("quant_extreme.yaml", "tiny_wav2vec2", "nm+quant"),
+        ("structured.yaml", "tiny_wav2vec2", "hardconcrete+distill"),
+        ("structured_distill.yaml", "tiny_wav2vec2", "hardconcrete+distill"),
     ],
 )
 def test_recipe_compresses_and_reports_on_the_embedded_samples(
     tmp_path, hparams, hub, method
 ):
-    command = _command(hparams, tmp_path, epochs=1, hub=hub)
+    output = tmp_path / "run"
+    command = _command(hparams, output, epochs=1, hub=hub)
     if method == "pinch":
         # A ramp needs more steps than the debug run has to be followed.
         command.append("--compression_ramp_steps=0")
+    if method == "hardconcrete+distill":
+        command += STRUCTURED_DEBUG
+    distill_only = hparams == "structured_distill.yaml"
+    if distill_only:
+        command += _unlabelled_csvs(tmp_path)
     _run(command)
-    report = _report(tmp_path)
+    report = _report(output)
     assert report["method"] == method
-    assert set(report["wer"]) == {"test-clean", "test-other"}
-    assert report["test_wer"] == report["wer"]["test-clean"]
     assert report["params_nonzero"] < report["params_targeted"]
-    if method == "kmeans":
-        assert report["achieved_sparsity"] == pytest.approx(0.5, abs=0.005)
-    if method == "pinch":
-        assert report["achieved_sparsity"] > 0.3
-    log = (tmp_path / "train_log.txt").read_text()
+    log = (output / "train_log.txt").read_text()
     assert "compression achieved_sparsity" in log
     assert "compression params_nonzero" in log
-    wer_file = tmp_path / "wer_test-clean.txt"
-    assert "%WER" in wer_file.read_text()
-    compressed = tmp_path / "compressed"
-    assert (compressed / "label_encoder.txt").exists()
-    assert (compressed / "recipe_modules.safetensors").exists()
+    if distill_only:
+        _check_distillation_only(output, report)
+    else:
+        _check_transcribed(output, report, method)
+    if method == "hardconcrete+distill":
+        _check_shrunk(output, report)
 
 
 def test_compressed_encoder_loads_through_speechbrain_wrapper(tmp_path):

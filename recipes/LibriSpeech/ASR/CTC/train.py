@@ -9,9 +9,10 @@ units, decoding is greedy, and the compressed model with its report lands in
 ``<output_folder>/compressed/``.
 
 ``hparams/structured_distill.yaml`` sets ``distill_only: True``: the
-task-agnostic variant, where no head is trained and no transcript is used;
-the encoder is pruned while it learns to match the frozen unpruned one, and
-the validation / test loss is that distillation loss.
+task-agnostic variant, where no head is trained, nothing is decoded and no
+transcript is read (the CSVs may have only ``ID,duration,wav``); the
+encoder is pruned while it learns to match the frozen unpruned one, and the
+validation / test loss is that distillation loss.
 
 To run this recipe on the embedded samples (no data, no hub, CPU):
 > python train.py hparams/prune.yaml \\
@@ -216,7 +217,8 @@ class ASR(sb_compress.CompressionBrain):
 
 
 def dataio_prepare(hparams):
-    """Datasets, audio and text pipelines, and the character encoder."""
+    """Datasets, audio and text pipelines, and the character encoder
+    (``None`` with ``distill_only``: audio only, transcripts unread)."""
     data_folder = hparams["data_folder"]
 
     train_data = sb.dataio.dataset.DynamicItemDataset.from_csv(
@@ -257,6 +259,11 @@ def dataio_prepare(hparams):
         return sb.dataio.dataio.read_audio(wav)
 
     sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
+    if hparams.get("distill_only", False):
+        # Audio only: the CSVs need no ``wrd`` column, no labels are made.
+        sb.dataio.dataset.set_output_keys(datasets, ["id", "sig"])
+        return train_data, valid_data, test_datasets, None
+
     label_encoder = sb.dataio.encoder.CTCTextEncoder()
 
     @sb.utils.data_pipeline.takes("wrd")
