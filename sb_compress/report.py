@@ -460,9 +460,17 @@ def _conv_row(report):
     return None
 
 
+def _params_row(report):
+    kept, dense = report.get("params_total"), report.get("params_dense")
+    if kept is None or not dense:
+        return None
+    return f"{kept:,}/{dense:,} ({kept / dense:.1%})"
+
+
 def format_structure_table(report):
     """Kept heads, q/k and v dimensions and FFN width per layer of a
-    shrunk model (``kept/original``), as aligned plain text.
+    shrunk model (``kept/original``), then the CNN's channels and the
+    model's parameters, as aligned plain text.
 
     Arguments
     ---------
@@ -489,6 +497,9 @@ def format_structure_table(report):
     conv = _conv_row(report)
     if conv:
         text += f"\nCNN channels (kept/original): {conv}"
+    params = _params_row(report)
+    if params:
+        text += f"\nparameters (kept/original): {params}"
     return text
 
 
@@ -544,6 +555,9 @@ def format_markdown(report):
         conv = _conv_row(report)
         if conv:
             parts += [f"CNN channels (kept/original): {conv}", ""]
+        params = _params_row(report)
+        if params:
+            parts += [f"Parameters (kept/original): {params}", ""]
     return "\n".join(parts)
 
 
@@ -722,9 +736,57 @@ def plot_sparsity_heatmap(report, png_path):
     return png_path
 
 
+def structure_panels(report):
+    """What :func:`plot_structure` draws: per layer, the kept heads, the
+    kept q/k and v dimensions (summed over heads) and the FFN width, each
+    with its original size; a removed block counts 0.
+
+    Arguments
+    ---------
+    report : dict
+        A report with ``layers_structure`` (format ``shrunk``).
+
+    Returns
+    -------
+    layers : list of int
+        The layer indices.
+    panels : list of (str, dict, int or None)
+        ``(title, {series label: values per layer}, original size)``.
+
+    Example
+    -------
+    >>> report = {"original": {"heads": 2, "head_dim": 8, "ffn_width": 32},
+    ...     "layers_structure": [{"layer": 0, "heads": 1, "qk_dims": [8],
+    ...     "v_dims": [5], "ffn_width": 20}, {"layer": 1, "ffn_width": 9}]}
+    >>> layers, panels = structure_panels(report)
+    >>> panels[1]
+    ('attention dims', {'q/k': [8, 0], 'v': [5, 0]}, 16)
+    """
+    records = [r for r in report.get("layers_structure", []) if "layer" in r]
+    if not records:
+        raise ReportError("the report has no per-layer structure to plot")
+    original = report.get("original") or {}
+    width = None
+    if original.get("heads") and original.get("head_dim"):
+        width = original["heads"] * original["head_dim"]
+    heads = {"heads": [r.get("heads", 0) for r in records]}
+    dims = {
+        "q/k": [sum(r.get("qk_dims", [])) for r in records],
+        "v": [sum(r.get("v_dims", [])) for r in records],
+    }
+    ffn = {"FFN": [r.get("ffn_width") or 0 for r in records]}
+    panels = [
+        ("kept heads", heads, original.get("heads")),
+        ("attention dims", dims, width),
+        ("FFN width", ffn, original.get("ffn_width")),
+    ]
+    return [r["layer"] for r in records], panels
+
+
 def plot_structure(report, png_path):
-    """Draws a shrunk model's kept heads and FFN width per layer as bars,
-    the original sizes as dashed lines.
+    """Draws a shrunk model's kept heads, attention dimensions (q/k and v)
+    and FFN width per layer as bars (:func:`structure_panels`), the
+    original sizes as dashed lines.
 
     Arguments
     ---------
@@ -754,27 +816,18 @@ def plot_structure(report, png_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in report.get("layers_structure", []) if "layer" in r]
-    if not records:
-        raise ReportError("the report has no per-layer structure to plot")
-    original = report.get("original") or {}
-    layers = [r["layer"] for r in records]
-    panels = [
-        ("kept heads", [r.get("heads", 0) for r in records], "heads"),
-        (
-            "FFN width",
-            [r.get("ffn_width", 0) or 0 for r in records],
-            "ffn_width",
-        ),
-    ]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
-    for axis, (title, values, key) in zip(axes, panels):
-        axis.bar(layers, values, color="tab:blue")
-        if original.get(key):
-            axis.axhline(
-                original[key], color="black", linestyle="--", label="original"
-            )
-            axis.legend(loc="upper right")
+    layers, panels = structure_panels(report)
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.5), layout="constrained")
+    for axis, (title, series, limit) in zip(axes, panels):
+        bar = 0.8 / len(series)
+        for i, (label, values) in enumerate(series.items()):
+            offset = (i - (len(series) - 1) / 2) * bar
+            positions = [layer + offset for layer in layers]
+            axis.bar(positions, values, width=bar, label=label)
+        if limit:
+            axis.axhline(limit, color="black", linestyle="--", label="original")
+            axis.set_ylim(0, limit * 1.3)
+        axis.legend(loc="upper right", ncol=len(series) + 1, fontsize="small")
         axis.set_title(title)
         axis.set_xlabel("layer")
         axis.set_xticks(layers)

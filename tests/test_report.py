@@ -1,4 +1,5 @@
-"""Tests of sb_compress.report: counts, bytes, tables, heatmap."""
+"""Tests of sb_compress.report: counts, bytes, tables, heatmap, and the
+structure (kept heads, dims, FFN widths) of shrunk models."""
 
 import json
 import os
@@ -18,10 +19,13 @@ from sb_compress.report import (
     folder_bytes,
     format_layer_table,
     format_markdown,
+    format_structure_table,
     format_summary,
     layer_records,
     plot_sparsity_heatmap,
+    plot_structure,
     read_report,
+    structure_panels,
     write_report,
 )
 
@@ -215,3 +219,143 @@ def test_summaries_render_lists_and_nested_settings_readably():
     assert "targets    ffn, re:q" in summary
     assert '[{"method": "gates", "note": "a|b"}]' in summary
     assert "a\\|b" in format_markdown(report)
+
+
+#: A shrunk model's report: layer 1's attention removed, layer 2's FFN.
+STRUCTURED = {
+    "format": "shrunk",
+    "method": "hardconcrete+distill",
+    "params_total": 61_000,
+    "params_dense": 102_544,
+    "params_ratio": 61_000 / 102_544,
+    "original": {
+        "layers": 3,
+        "heads": 4,
+        "head_dim": 16,
+        "ffn_width": 128,
+        "conv_channels": [32, 32, 32],
+    },
+    "layers_structure": [
+        {
+            "layer": 0,
+            "heads": 3,
+            "qk_dims": [16, 9, 4],
+            "v_dims": [12, 16, 1],
+            "ffn_width": 100,
+        },
+        {"layer": 1, "ffn_width": 57},
+        {"layer": 2, "heads": 1, "qk_dims": [2], "v_dims": [3]},
+        {"conv_channels": [20, 31, 32]},
+    ],
+}
+
+
+def test_structure_table_gives_kept_over_original_per_layer():
+    lines = format_structure_table(STRUCTURED).splitlines()
+    rows = [line.split() for line in lines[2:5]]
+    assert rows == [
+        ["0", "3/4", "29/64", "29/64", "100/128"],
+        ["1", "-", "-", "-", "57/128"],
+        ["2", "1/4", "2/64", "3/64", "-"],
+    ]
+    assert lines[5] == "CNN channels (kept/original): 20/32, 31/32, 32/32"
+    assert lines[6] == "parameters (kept/original): 61,000/102,544 (59.5%)"
+
+
+def test_structure_table_is_empty_for_a_report_without_structure():
+    assert format_structure_table({"method": "magnitude", "layers": []}) == ""
+
+
+def test_markdown_of_a_shrunk_report_has_structure_and_parameters():
+    markdown = format_markdown(STRUCTURED)
+    assert "## Layers" not in markdown
+    assert "| 1 | - | - | - | 57/128 |" in markdown
+    assert "Parameters (kept/original): 61,000/102,544 (59.5%)" in markdown
+
+
+def test_structure_panels_count_removed_blocks_as_zero_against_originals():
+    layers, panels = structure_panels(STRUCTURED)
+    assert layers == [0, 1, 2]
+    assert panels == [
+        ("kept heads", {"heads": [3, 0, 1]}, 4),
+        ("attention dims", {"q/k": [29, 0, 2], "v": [29, 0, 3]}, 64),
+        ("FFN width", {"FFN": [100, 57, 0]}, 128),
+    ]
+
+
+def test_plot_structure_draws_a_different_png_for_a_different_structure(
+    tmp_path,
+):
+    import matplotlib.image
+
+    first = plot_structure(STRUCTURED, str(tmp_path / "a.png"))
+    other = json.loads(json.dumps(STRUCTURED))
+    other["layers_structure"][0]["ffn_width"] = 20
+    second = plot_structure(other, str(tmp_path / "b.png"))
+    a, b = matplotlib.image.imread(first), matplotlib.image.imread(second)
+    assert a.ndim == 3 and a.shape[1] > 2 * a.shape[0] > 200
+    assert a.shape == b.shape and not (a == b).all()
+
+
+def test_plot_structure_refuses_a_report_without_structure(tmp_path):
+    with pytest.raises(ReportError, match="no per-layer structure"):
+        plot_structure({"layers_structure": []}, str(tmp_path / "s.png"))
+    assert not os.path.exists(tmp_path / "s.png")
+
+
+def test_report_cli_prints_structure_and_plots_it(tmp_path, capsys):
+    from sb_compress.cli import main
+
+    write_report(str(tmp_path), STRUCTURED)
+    png = tmp_path / "structure.png"
+    assert main(["report", str(tmp_path), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == [
+        "layer",
+        "heads",
+        "q/k",
+        "dims",
+        "v",
+        "dims",
+        "FFN",
+        "width",
+    ]
+    assert "0      3/4    29/64     29/64   100/128" in out
+    assert "parameters (kept/original): 61,000/102,544 (59.5%)" in out
+    assert f"structure plot  {png}" in out
+    assert png.stat().st_size > 1000
+
+
+def test_shrunk_export_report_matches_the_loaded_model(tiny_sources, tmp_path):
+    import sb_compress
+    from sb_compress import Plan
+    from sb_compress.export.save import load_source
+    from sb_compress.export.shrink import save_shrunk
+
+    model = load_source(tiny_sources["wav2vec2"])
+    dense = sum(p.numel() for p in model.parameters())
+    plan = Plan(model, [{"method": "hardconcrete", "sparsity": 0.5}])
+    plan.prepare()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for gate in plan.modifiers[0].all_gates():
+            gate.log_alpha.normal_(0.0, 3.0)
+    folder = str(tmp_path / "shrunk")
+    save_shrunk(plan, folder)
+    report = read_report(folder)
+    shrunk = sb_compress.load_compressed(folder)
+    assert report["params_dense"] == dense
+    assert report["params_total"] == sum(p.numel() for p in shrunk.parameters())
+    assert report["params_total"] < dense
+    for record in report["layers_structure"]:
+        if "layer" not in record:
+            continue
+        layer = shrunk.encoder.layers[record["layer"]]
+        if record.get("heads"):
+            attention = layer.attention
+            assert attention.num_heads == record["heads"]
+            assert attention.q_proj.out_features == sum(record["qk_dims"])
+            assert attention.v_proj.out_features == sum(record["v_dims"])
+        if record.get("ffn_width"):
+            ffn = layer.feed_forward.intermediate_dense
+            assert ffn.out_features == record["ffn_width"]
