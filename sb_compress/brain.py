@@ -13,7 +13,12 @@ Lifecycle (DESIGN.md):
 * ``init_optimizers``: after the recipe's own, gate parameters are removed
   from every recipe optimizer and given their own (Adam, no weight decay),
   Lagrange multipliers another (Adam, gradient ascent); both recoverable;
-* ``compute_objectives``: in TRAIN the plan's regulariser is added;
+* ``compute_objectives``: in TRAIN the plan's regulariser is added, and
+  a fold modifier's smaller depths: the recipe's forward and objectives
+  run again on the same batch at the seed depth and at a drawn depth,
+  with the random state of the batch's start (same augmentation and
+  dropout draws), plus the KL term from the largest depth's posteriors
+  (:meth:`CompressionBrain.fold_posteriors`);
 * ``on_fit_batch_end``: the plan's schedules advance on every optimizer
   step;
 * ``on_stage_end``: sparsity, parameters and bytes go to ``train_log.txt``
@@ -131,6 +136,7 @@ class CompressionBrain(sb.Brain):
     def _hook_recipe_methods(self):
         """Wraps the recipe's own methods (whatever class defines them)."""
         recipe_objectives = self.compute_objectives
+        recipe_batch_start = self.on_fit_batch_start
         recipe_init_optimizers = self.init_optimizers
         recipe_batch_end = self.on_fit_batch_end
         recipe_stage_end = self.on_stage_end
@@ -141,7 +147,14 @@ class CompressionBrain(sb.Brain):
                 regulariser = self.compression.loss()
                 if regulariser is not None:
                     loss = loss + regulariser
+                loss = self._other_depths(
+                    loss, predictions, batch, recipe_objectives
+                )
             return loss
+
+        def on_fit_batch_start(batch, should_step):
+            recipe_batch_start(batch, should_step)
+            self._batch_rng = _rng_state()
 
         def init_optimizers():
             recipe_init_optimizers()
@@ -157,9 +170,45 @@ class CompressionBrain(sb.Brain):
             self._compression_stage_end(stage, epoch)
 
         self.compute_objectives = compute_objectives
+        self.on_fit_batch_start = on_fit_batch_start
         self.init_optimizers = init_optimizers
         self.on_fit_batch_end = on_fit_batch_end
         self.on_stage_end = on_stage_end
+
+    def fold_posteriors(self, predictions):
+        """The frame-level scores (and relative lengths) the KL term of a
+        fold modifier compares, from ``compute_forward``'s output. By
+        default its first tensor ``(batch, frames, labels)`` and, when
+        next, the relative lengths (SpeechBrain's CTC recipes); override
+        for other outputs.
+
+        Returns
+        -------
+        tuple
+            ``(scores, lengths or None)``.
+        """
+        from sb_compress.methods.fold import posteriors_of
+
+        return posteriors_of(predictions)
+
+    def _other_depths(self, loss, predictions, batch, objectives):
+        """Adds a fold modifier's smaller depths to the training loss."""
+        folds = [m for m in self.compression.modifiers if m.method == "fold"]
+        if not folds:
+            return loss
+        after = _rng_state()
+
+        def run(depth):
+            if getattr(self, "_batch_rng", None) is not None:
+                _set_rng_state(self._batch_rng)
+            with folds[0].depth(depth):
+                outputs = self.compute_forward(batch, sb.Stage.TRAIN)
+                task = objectives(outputs, batch, sb.Stage.TRAIN)
+            return task, self.fold_posteriors(outputs)
+
+        extra = folds[0].joint_loss(self.fold_posteriors(predictions), run)
+        _set_rng_state(after)
+        return loss if extra is None else loss + extra
 
     def _recipe_optimizers(self):
         if self.optimizers_dict is None and getattr(self, "optimizer", None):
@@ -210,7 +259,7 @@ class CompressionBrain(sb.Brain):
         would be exported now (hard masks)."""
         from sb_compress.report import count_parameters
 
-        model = self.compression.hf_model
+        model = self.compression.root_model
         masks = {}
         for modifier in self.compression.modifiers:
             masks.update(modifier.keep_masks())
@@ -225,6 +274,8 @@ class CompressionBrain(sb.Brain):
             if hasattr(modifier, "target_sparsity"):
                 step = int(self.compression.step)
                 stats[f"target_{i}"] = modifier.target_sparsity(step)
+            if hasattr(modifier, "pop_stats"):
+                stats.update(modifier.pop_stats())
         return stats
 
     def _compression_stage_end(self, stage, epoch):
@@ -348,11 +399,24 @@ class CompressionBrain(sb.Brain):
         others = {}
         for name, module in self.modules.items():
             inner = getattr(module, "module", module)
-            if inner is compressed or inner is self.compression.hf_model:
+            if inner is compressed or inner is self.compression.root_model:
                 continue
             if any(True for _ in inner.parameters()):
                 others[name] = inner
         return others
+
+
+def _rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _rounded(value):

@@ -27,7 +27,11 @@ import copy
 import torch
 
 from sb_compress.methods import METHODS, Modifier
-from sb_compress.models import adapter_for, unwrap_model
+from sb_compress.models import (
+    UnsupportedModelError,
+    adapter_for,
+    unwrap_model,
+)
 
 #: Methods that may act on the same layer, in this order (their
 #: parametrizations stack on ``.weight`` in the order of the list).
@@ -73,12 +77,16 @@ class Plan(torch.nn.Module):
             )
         self._model_ref = [model]
         self.name = name
-        self.adapter = adapter_for(model)
+        try:
+            self.adapter = adapter_for(model)
+        except UnsupportedModelError:
+            self.adapter = None  # SpeechBrain's Conformer (fold only)
         built = [
             self._build(entry, f"{name}.modifiers[{i}]")
             for i, entry in enumerate(modifiers)
         ]
         self.modifiers = torch.nn.ModuleList(built)
+        self._check_exclusive()
         self._check_overlaps()
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.prepared = False
@@ -92,6 +100,15 @@ class Plan(torch.nn.Module):
     def hf_model(self):
         """The transformers model inside the bound module."""
         return unwrap_model(self.model)
+
+    @property
+    def root_model(self):
+        """The transformers model inside the bound module, or the module
+        itself when it holds none (SpeechBrain's Conformer)."""
+        try:
+            return unwrap_model(self.model)
+        except UnsupportedModelError:
+            return self.model
 
     def _build(self, entry, where):
         if isinstance(entry, Modifier):
@@ -116,6 +133,16 @@ class Plan(torch.nn.Module):
         modifier.validate(where)
         modifier.bind(self.model, where)
         return modifier
+
+    def _check_exclusive(self):
+        if len(self.modifiers) < 2:
+            return
+        for i, modifier in enumerate(self.modifiers):
+            if getattr(modifier, "exclusive", False):
+                raise ValueError(
+                    f"{self.name}.modifiers[{i}] ({modifier.method}) must be "
+                    "the plan's only modifier"
+                )
 
     def _check_overlaps(self):
         owners = {}

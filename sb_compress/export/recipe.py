@@ -9,7 +9,9 @@ A plan with quantization or N:M modifiers is written in the ``packed``
 format (:mod:`sb_compress.export.pack`), with the packed sizes in the
 report; a plan with HardConcrete gates as the physically smaller
 ``shrunk`` model (:mod:`sb_compress.export.shrink`), its report giving the
-kept heads, dimensions and FFN widths of every layer.
+kept heads, dimensions and FFN widths of every layer; a plan with a fold
+modifier as format ``folded`` (:mod:`sb_compress.export.folded`), each
+physical block stored once.
 
 Authors
  * sb_compress team 2026
@@ -159,6 +161,12 @@ def export_plan(
     dict
         The report written.
     """
+    from sb_compress.export.folded import export_folded_plan, is_folded
+
+    if is_folded(plan):
+        return export_folded_plan(
+            plan, folder, other_modules, results, elapsed_s, label_encoder
+        )
     if is_structured(plan):
         return _export_shrunk(
             plan, folder, other_modules, results, elapsed_s, label_encoder

@@ -9,6 +9,7 @@ Authors
 
 from .base import KeepMask, Modifier
 from .distill import LayerDistillation
+from .fold import FoldEncoder
 from .hardconcrete import HardConcretePruning
 from .masked import ClusterPrune, GradualMagnitude
 from .nm import NMMask, NMSparsity
@@ -23,12 +24,14 @@ METHODS = {
     "distill": LayerDistillation,
     "nm": NMSparsity,
     "quant": QuantizeWeights,
+    "fold": FoldEncoder,
 }
 
 __all__ = [
     "METHODS",
     "ClusterPrune",
     "FakeQuantize",
+    "FoldEncoder",
     "GradualMagnitude",
     "HardConcretePruning",
     "KeepMask",

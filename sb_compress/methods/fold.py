@@ -1,44 +1,73 @@
 """Foldable encoders: a few physical blocks unfolded to many logical layers.
 
-METHODS.md section 6. A seed of ``N_p`` physical transformer blocks
-(chosen pretrained layers) is unfolded to logical depth ``d`` by an unfold
-map; the logical layers share the physical blocks' modules, so only
-``N_p`` blocks exist in memory and on disk, and the depth is chosen at
-load time anywhere in ``[N_p, N_f]``.
+METHODS.md section 6. A seed of ``N_p`` physical blocks (chosen
+pretrained layers) is unfolded to logical depth ``d`` by an unfold map;
+the logical layers are the physical blocks' own modules, so only ``N_p``
+blocks exist in memory and on disk, and the depth is chosen at load time
+anywhere in ``[N_p, N_f]``.
 
-Unfold maps (0-based physical indices, ``N_p = 3``, ``d = 7``):
+Unfold maps (0-based physical index of each logical layer, ``N_p = 3``,
+``d = 7``):
 
-- ``cyclic`` (default): ``0 1 2 0 1 2 0`` (``i mod N_p``);
-- ``repeat-each``: ``0 0 0 1 1 2 2`` (each block in turn, the first ones
-  taking the extra repeats);
-- ``repeat-top``: ``0 1 2 2 2 2 2`` (every block once, the last one
+- ``cyclic`` (default): ``0 1 2 0 1 2 0`` (layer ``i`` is block
+  ``i mod N_p``);
+- ``repeat-each``: ``0 0 0 1 1 2 2`` (each block in turn, repeated
+  ``d // N_p`` times, the first ``d mod N_p`` blocks once more);
+- ``repeat-top``: ``0 1 2 2 2 2 2`` (every block once, then the last one
   repeated).
 
-:func:`fold_encoder` folds the encoder of a wav2vec2 / HuBERT / WavLM or
-Whisper model in place, :func:`set_depth` changes its logical depth, and
-:func:`save_folded` / ``load_compressed(DIR, depth=d)`` (format
-``folded``) store each physical block once and rebuild any depth.
+Every map starts with block 0 and uses every block at every depth.
 
-Not here yet (issue 6): the joint multi-depth training with KL
-self-distillation inside ``CompressionBrain``, SpeechBrain's Conformer,
-the recipes and the benchmarks.
+Folding works on the encoders of wav2vec2 / HuBERT / WavLM and Whisper
+(transformers models, or SpeechBrain's wrappers around them) and on
+SpeechBrain's Conformer (``TransformerASR`` with a Conformer encoder, its
+``EncoderWrapper``, or a ``ConformerEncoder``): :func:`fold_encoder` folds
+one in place, :func:`set_depth` changes its logical depth.
+
+Trained jointly (:class:`FoldEncoder` in a ``compression:`` block, with
+``CompressionBrain``), every step runs the recipe's forward at the largest
+depth ``N_f``, at the seed depth ``N_p`` and at one depth ``d`` drawn
+between them (the sandwich rule)::
+
+    L = L_task(N_f) + seed_weight L_task(N_p) + sampled_weight L_task(d)
+        + kl_weight T^2 KL(sg(p_Nf / T) || p_Np / T)
+
+with the KL divergence of the frame-level posteriors (CTC), teacher side
+detached, averaged over the valid frames. The exports
+(:mod:`sb_compress.export.folded`, format ``folded``) store each physical
+block once.
 
 Authors
  * sb_compress team 2026
 """
 
-import json
-import os
+import contextlib
+import random
 
 import torch
+import torch.nn.functional as F
+
+from sb_compress.models import UnsupportedModelError, adapter_for, unwrap_model
+from sb_compress.models.conformer import conformer_encoder, conformer_root
+
+from .base import Modifier, check_int
 
 UNFOLD_MAPS = ("cyclic", "repeat-each", "repeat-top")
-#: Config key recording the fold (physical seeds, map, depths).
+#: Key of the fold record: a transformers config attribute (saved with the
+#: config), or an attribute of SpeechBrain's ``ConformerEncoder``.
 FOLD_KEY = "sb_compress_fold"
+#: The transformers families whose encoder folds, and the config key of
+#: their encoder's layer count.
+LAYER_COUNT_KEYS = {
+    "wav2vec2": "num_hidden_layers",
+    "hubert": "num_hidden_layers",
+    "wavlm": "num_hidden_layers",
+    "whisper": "encoder_layers",
+}
 
 
 class FoldError(ValueError):
-    """Bad fold settings or an out-of-range depth."""
+    """Bad fold settings, an unfoldable model or an out-of-range depth."""
 
 
 def unfold_order(physical, depth, mode="cyclic"):
@@ -87,36 +116,159 @@ def unfold_order(physical, depth, mode="cyclic"):
     return order
 
 
-def _base(model):
-    return getattr(model, "model", model)
+class LayerStack:
+    """Where a model's encoder layers live and where its fold is recorded.
 
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers wav2vec2 / HuBERT / WavLM / Whisper model, a
+        SpeechBrain wrapper around one, or SpeechBrain's Conformer (see
+        :func:`sb_compress.models.conformer.conformer_root`), possibly in
+        ``DistributedDataParallel``.
 
-def _layers_owner(model):
-    """``(module holding .layers, config attribute of the layer count)``."""
-    base = _base(model)
-    config = base.config
-    if config.model_type == "whisper":
-        return base.encoder, "encoder_layers"
-    if config.model_type in ("wav2vec2", "hubert", "wavlm"):
-        return base.encoder, "num_hidden_layers"
-    raise FoldError(
-        f"model_type {config.model_type!r}: folding supports wav2vec2, "
-        "hubert, wavlm and whisper"
-    )
+    Raises
+    ------
+    FoldError
+        For any other model.
+    """
+
+    def __init__(self, model):
+        root = conformer_root(model)
+        if root is not None:
+            self.root = root
+            self.owner = conformer_encoder(root)
+            self.config = None
+            self.count_key = None
+            self.model_type = "conformer"
+            return
+        try:
+            self.root = unwrap_model(model)
+        except UnsupportedModelError:
+            raise FoldError(
+                f"{type(model).__name__}: folding supports wav2vec2, HuBERT, "
+                "WavLM and Whisper (transformers models or SpeechBrain's "
+                "wrappers) and SpeechBrain's Conformer (TransformerASR, "
+                "EncoderWrapper or ConformerEncoder)"
+            ) from None
+        self.config = self.root.config
+        self.model_type = self.config.model_type
+        if self.model_type not in LAYER_COUNT_KEYS:
+            raise FoldError(
+                f"model_type {self.model_type!r}: folding supports "
+                + ", ".join(LAYER_COUNT_KEYS)
+                + " and SpeechBrain's Conformer"
+            )
+        self.count_key = LAYER_COUNT_KEYS[self.model_type]
+        self.owner = adapter_for(self.root)._base().encoder
+
+    @property
+    def info(self):
+        """The fold record (``None`` when the model is not folded)."""
+        holder = self.owner if self.config is None else self.config
+        return getattr(holder, FOLD_KEY, None)
+
+    @info.setter
+    def info(self, value):
+        holder = self.owner if self.config is None else self.config
+        setattr(holder, FOLD_KEY, value)
+
+    def set_layers(self, layers):
+        """Makes ``layers`` the encoder's layer list."""
+        self.owner.layers = torch.nn.ModuleList(layers)
+        if self.config is not None:
+            setattr(self.config, self.count_key, len(self.owner.layers))
+
+    def owner_prefix(self):
+        """State-dict prefix of the module holding ``layers`` (``""``,
+        ``"encoder."``, ``"wav2vec2.encoder."``...), relative to ``root``."""
+        for name, module in self.root.named_modules():
+            if module is self.owner:
+                return f"{name}." if name else ""
+        raise FoldError("the encoder is not a submodule of its model")
 
 
 def fold_info(model):
-    """The fold of a folded model (``None`` when it is not folded)."""
-    return getattr(_base(model).config, FOLD_KEY, None)
+    """The fold record of a model (``None`` when it is not folded).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        See :class:`LayerStack`.
+
+    Returns
+    -------
+    dict or None
+        ``physical``, ``seeds``, ``mode``, ``max_depth``,
+        ``original_depth`` and the current ``depth``.
+    """
+    return LayerStack(model).info
+
+
+def default_seeds(original, physical):
+    """Evenly spaced layers, the first and the last included.
+
+    Example
+    -------
+    >>> default_seeds(12, 8)
+    [0, 2, 3, 5, 6, 8, 9, 11]
+    >>> default_seeds(4, 1)
+    [0]
+    """
+    if physical == 1:
+        return [0]
+    step = (original - 1) / (physical - 1)
+    return [int(i * step + 0.5) for i in range(physical)]
+
+
+def check_fold(model, physical, max_depth=None, seeds=None):
+    """Checks fold settings against a model; returns the resolved
+    ``(max_depth, seeds)``.
+
+    Raises
+    ------
+    FoldError
+        Naming the setting (``physical``, ``max_depth``, ``seeds``).
+    """
+    stack = LayerStack(model)
+    if stack.info is not None:
+        raise FoldError("the model is already folded")
+    original = len(stack.owner.layers)
+    if not 1 <= physical <= original:
+        raise FoldError(
+            f"physical = {physical}: must be in [1, {original}] (the "
+            "encoder's layers)"
+        )
+    max_depth = original if max_depth is None else max_depth
+    if max_depth < physical:
+        raise FoldError(
+            f"max_depth = {max_depth}: must be >= physical = {physical}"
+        )
+    if seeds is None:
+        seeds = default_seeds(original, physical)
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != physical or len(set(seeds)) != physical:
+        raise FoldError(f"seeds = {seeds}: need {physical} distinct layers")
+    if any(not 0 <= s < original for s in seeds):
+        raise FoldError(f"seeds = {seeds}: layers are 0 to {original - 1}")
+    if stack.model_type == "wavlm" and seeds[0] != 0:
+        raise FoldError(
+            f"seeds = {seeds}: WavLM's first seed must be layer 0 (its "
+            "relative position bias feeds every layer)"
+        )
+    return max_depth, seeds
 
 
 def fold_encoder(model, physical, max_depth=None, mode="cyclic", seeds=None):
     """Folds a model's encoder in place.
 
+    The physical blocks are the seed layers' own modules (registered as
+    ``<encoder>.sb_compress_blocks``); the other layers are dropped.
+
     Arguments
     ---------
-    model : transformers.PreTrainedModel
-        wav2vec2 / HuBERT / WavLM or Whisper.
+    model : torch.nn.Module
+        See :class:`LayerStack`.
     physical : int
         Number of physical blocks ``N_p``.
     max_depth : int, optional
@@ -124,7 +276,7 @@ def fold_encoder(model, physical, max_depth=None, mode="cyclic", seeds=None):
     mode : str
         Unfold map, see :func:`unfold_order`.
     seeds : list of int, optional
-        The pretrained layers the physical blocks start from (default:
+        The layers (0-based) the physical blocks start from (default:
         evenly spaced, the first and last included). WavLM's first seed
         must be layer 0 (it holds the relative position bias).
 
@@ -140,68 +292,51 @@ def fold_encoder(model, physical, max_depth=None, mode="cyclic", seeds=None):
     ...     num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
     ...     conv_dim=(8,), conv_stride=(5,), conv_kernel=(10,),
     ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2))
-    >>> _ = fold_encoder(model, 2)
+    >>> _ = fold_encoder(model, 2, max_depth=5)
     >>> fold_info(model)["seeds"], len(model.encoder.layers)
-    ([0, 3], 4)
+    ([0, 3], 5)
+    >>> model.encoder.layers[2] is model.encoder.layers[0]
+    True
     """
-    owner, key = _layers_owner(model)
-    if fold_info(model) is not None:
-        raise FoldError("the model is already folded")
-    original = len(owner.layers)
-    max_depth = original if max_depth is None else max_depth
-    if not 1 <= physical <= original:
-        raise FoldError(
-            f"physical = {physical}: must be in [1, {original}] (the "
-            "encoder's layers)"
-        )
-    if max_depth < physical:
-        raise FoldError(
-            f"max_depth = {max_depth}: must be >= physical = {physical}"
-        )
-    if seeds is None:
-        if physical == 1:
-            seeds = [0]
-        else:
-            step = (original - 1) / (physical - 1)
-            seeds = [round(i * step) for i in range(physical)]
-    seeds = [int(s) for s in seeds]
-    if len(seeds) != physical or len(set(seeds)) != physical:
-        raise FoldError(f"seeds = {seeds}: need {physical} distinct layers")
-    if any(not 0 <= s < original for s in seeds):
-        raise FoldError(f"seeds = {seeds}: layers are 0 to {original - 1}")
-    config = _base(model).config
-    if config.model_type == "wavlm" and seeds[0] != 0:
-        raise FoldError(
-            "WavLM: the first seed must be layer 0 (its relative position "
-            "bias feeds every layer)"
-        )
-    blocks = torch.nn.ModuleList(owner.layers[s] for s in seeds)
-    owner.sb_compress_blocks = blocks
-    setattr(
-        config,
-        FOLD_KEY,
-        {
-            "physical": physical,
-            "seeds": seeds,
-            "mode": mode,
-            "max_depth": max_depth,
-            "original_depth": original,
-            "key": key,
-        },
-    )
+    unfold_order(physical, physical, mode)
+    max_depth, seeds = check_fold(model, physical, max_depth, seeds)
+    stack = LayerStack(model)
+    original = len(stack.owner.layers)
+    blocks = torch.nn.ModuleList(stack.owner.layers[s] for s in seeds)
+    stack.owner.sb_compress_blocks = blocks
+    stack.info = {
+        "physical": physical,
+        "seeds": seeds,
+        "mode": mode,
+        "max_depth": max_depth,
+        "original_depth": original,
+    }
     set_depth(model, max_depth)
     return model
 
 
 def set_depth(model, depth):
-    """Unfolds a folded model to ``depth`` logical layers (shared blocks).
+    """Unfolds a folded model to ``depth`` logical layers.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A model folded by :func:`fold_encoder`.
+    depth : int
+        In ``[N_p, N_f]``.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``.
 
     Raises
     ------
     FoldError
         When ``depth`` is outside ``[N_p, N_f]``.
     """
-    info = fold_info(model)
+    stack = LayerStack(model)
+    info = stack.info
     if info is None:
         raise FoldError("the model is not folded (see fold_encoder)")
     if not info["physical"] <= depth <= info["max_depth"]:
@@ -209,173 +344,396 @@ def set_depth(model, depth):
             f"depth {depth}: this model unfolds to "
             f"{info['physical']}..{info['max_depth']} layers"
         )
-    owner, key = _layers_owner(model)
-    blocks = owner.sb_compress_blocks
+    blocks = stack.owner.sb_compress_blocks
     order = unfold_order(info["physical"], depth, info["mode"])
     # The logical list holds references: parameters() lists each once.
-    owner.layers = torch.nn.ModuleList(blocks[i] for i in order)
-    setattr(_base(model).config, key, depth)
+    stack.set_layers(blocks[i] for i in order)
     info["depth"] = depth
     return model
 
 
 def physical_state(model):
-    """The state dict with each physical block once, under
-    ``encoder.layers.<i>`` for physical block ``i``.
+    """The state dict of the model (transformers model or Conformer root)
+    with each physical block once, under ``<encoder>.layers.<i>`` for
+    physical block ``i``: the state of the ``N_p``-layer model.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A folded model.
 
     Returns
     -------
     dict
     """
-    owner, _ = _layers_owner(model)
-    base = _base(model)
-    prefix = "model." if base is not model else ""
-    state = {}
-    for key, value in model.state_dict().items():
-        if ".sb_compress_blocks." in key:
-            continue
-        if key.startswith(f"{prefix}encoder.layers."):
-            continue
-        state[key] = value
-    for index, block in enumerate(owner.sb_compress_blocks):
+    stack = LayerStack(model)
+    prefix = stack.owner_prefix()
+    skipped = (f"{prefix}layers.", f"{prefix}sb_compress_blocks.")
+    state = {
+        key: value
+        for key, value in stack.root.state_dict().items()
+        if not key.startswith(skipped)
+    }
+    for index, block in enumerate(stack.owner.sb_compress_blocks):
         for key, value in block.state_dict().items():
-            state[f"{prefix}encoder.layers.{index}.{key}"] = value
+            state[f"{prefix}layers.{index}.{key}"] = value
     return state
 
 
-def save_folded(model, folder, overwrite=False, report_extra=None):
-    """Writes a folded model with each physical block stored once.
+def parameter_counts(model):
+    """Physical parameters and logical parameters at every depth.
 
-    The folder is a transformers folder of the ``N_p``-layer model (its
-    config records the fold) plus ``compression_report.json`` with format
-    ``folded`` and the physical and logical parameter counts.
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A folded model.
 
     Returns
     -------
     dict
-        The report.
+        ``physical`` (each shared parameter once: what is stored) and
+        ``logical`` ``{depth: parameters of the unfolded model}``.
     """
-    from safetensors.torch import save_file
-
-    from sb_compress.export.save import _move_into_place, check_output_dir
-    from sb_compress.report import write_report
-
-    info = dict(fold_info(model) or {})
-    if not info:
-        raise FoldError("the model is not folded (see fold_encoder)")
-    check_output_dir(folder, overwrite)
-    state = {
-        k: v.detach().contiguous() for k, v in physical_state(model).items()
-    }
-    physical_params = sum(v.numel() for v in state.values())
-    owner, _ = _layers_owner(model)
-    per_block = sum(p.numel() for p in owner.sb_compress_blocks[0].parameters())
-    logical_params = physical_params + per_block * (
-        info["max_depth"] - info["physical"]
-    )
-    config = _base(model).config.to_dict()
-    config[info["key"]] = info["physical"]
-    config[FOLD_KEY] = {k: v for k, v in info.items() if k != "depth"}
-    base = _base(model)
-    if hasattr(base, "decoder") and base.decoder is None:
-        config[FOLD_KEY]["drop_decoder"] = True
-    config["architectures"] = [type(model).__name__]
-    report = {
-        "format": "folded",
-        "method": "fold",
-        "model_type": config.get("model_type"),
-        "physical_blocks": info["physical"],
-        "max_depth": info["max_depth"],
-        "unfold_map": info["mode"],
-        "seeds": info["seeds"],
-        "params_physical": physical_params,
-        "params_logical_max_depth": logical_params,
-    }
-    report.update(report_extra or {})
-    parent = os.path.dirname(os.path.abspath(folder)) or "."
-    import tempfile
-
-    staging = tempfile.mkdtemp(prefix=".sb_compress_", dir=parent)
-    try:
-        save_file(state, os.path.join(staging, "model.safetensors"))
-        with open(os.path.join(staging, "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
-        write_report(staging, report)
-        _move_into_place(staging, folder)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return report
+    stack = LayerStack(model)
+    info = stack.info
+    unique = {id(p): p.numel() for p in stack.root.parameters()}
+    blocks = [
+        sum(p.numel() for p in block.parameters())
+        for block in stack.owner.sb_compress_blocks
+    ]
+    outside = sum(unique.values()) - sum(blocks)
+    logical = {}
+    for depth in range(info["physical"], info["max_depth"] + 1):
+        order = unfold_order(info["physical"], depth, info["mode"])
+        logical[depth] = outside + sum(blocks[i] for i in order)
+    return {"physical": sum(unique.values()), "logical": logical}
 
 
-def _register():
-    from sb_compress.export.save import (
-        CompressedFormatError,
-        _read_config,
-        model_class_for,
-        register_format,
-    )
+def posteriors_of(predictions):
+    """The frame-level scores and relative lengths in a recipe's
+    ``compute_forward`` output.
 
-    @register_format("folded")
-    def load_folded(folder, report, depth=None, **options):
-        """Loads a folded folder at ``depth`` (default: its largest)."""
-        import transformers
-        from safetensors.torch import load_file
+    Arguments
+    ---------
+    predictions : torch.Tensor or tuple
+        A tensor ``(batch, frames, labels)`` (log-probabilities or
+        logits), or a tuple starting with one, optionally followed by the
+        relative lengths ``(batch,)`` (SpeechBrain's CTC recipes return
+        ``(p_ctc, wav_lens, ...)``).
 
-        config = _read_config(folder, CompressedFormatError)
-        info = config.get(FOLD_KEY)
-        if not info:
-            raise CompressedFormatError(
-                f"{folder}/config.json has no {FOLD_KEY}: not a folded model"
-            )
-        model_config = transformers.AutoConfig.from_pretrained(folder)
-        setattr(model_config, FOLD_KEY, None)
-        model_class = model_class_for(config)
-        if model_class is transformers.AutoModel:
-            model = model_class.from_config(model_config)
-        else:
-            model = model_class(model_config)
-        if info.get("drop_decoder"):
-            _base(model).decoder = None
-        path = os.path.join(folder, "model.safetensors")
-        if not os.path.isfile(path):
-            raise CompressedFormatError(f"{path} is missing")
-        state = load_file(path)
-        try:
-            model.load_state_dict(state, strict=False)
-        except RuntimeError as error:
-            message = " ".join(str(error).split())[:500]
-            raise CompressedFormatError(
-                f"{path} does not fit {type(model).__name__}: {message}"
-            ) from error
-        expected = set(model.state_dict())
-        missing = sorted(expected - set(state))
-        tied = {"proj_out.weight"}
-        missing = [k for k in missing if k not in tied]
-        if missing:
-            raise CompressedFormatError(
-                f"{path}: tensor {missing[0]!r} missing"
-            )
-        fold_encoder(
-            model,
-            info["physical"],
-            info["max_depth"],
-            info["mode"],
-            list(range(info["physical"])),
+    Returns
+    -------
+    tuple
+        ``(scores, lengths or None)``.
+
+    Example
+    -------
+    >>> scores, lengths = posteriors_of((torch.zeros(2, 5, 3),
+    ...     torch.tensor([1.0, 0.6]), None))
+    >>> scores.shape, lengths.tolist()
+    (torch.Size([2, 5, 3]), [1.0, 0.6000000238418579])
+    """
+    if torch.is_tensor(predictions):
+        return predictions, None
+    if not isinstance(predictions, (tuple, list)) or not predictions:
+        raise FoldError(
+            "the KL term needs frame-level scores: compute_forward returned "
+            f"{type(predictions).__name__}; override "
+            "CompressionBrain.fold_posteriors(predictions)"
         )
-        fold_info(model)["seeds"] = info["seeds"]
-        depth = info["max_depth"] if depth is None else int(depth)
+    scores = predictions[0]
+    lengths = predictions[1] if len(predictions) > 1 else None
+    if not (
+        torch.is_tensor(lengths)
+        and lengths.dim() == 1
+        and lengths.shape[0] == scores.shape[0]
+        and lengths.is_floating_point()
+    ):
+        lengths = None
+    return scores, lengths
+
+
+def depth_kl(teacher, student, lengths=None, temperature=1.0):
+    """``T^2 KL(sg(softmax(teacher / T)) || softmax(student / T))`` per
+    frame, averaged over the valid frames.
+
+    Arguments
+    ---------
+    teacher, student : torch.Tensor
+        Scores ``(batch, frames, labels)``: log-probabilities or logits.
+    lengths : torch.Tensor, optional
+        Relative lengths ``(batch,)``; frames past them are ignored.
+    temperature : float
+        ``T``.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar; no gradient reaches ``teacher``.
+
+    Example
+    -------
+    >>> scores = torch.randn(2, 4, 3)
+    >>> float(depth_kl(scores, scores))
+    0.0
+    >>> float(depth_kl(scores, torch.zeros(2, 4, 3))) > 0
+    True
+    """
+    if teacher.shape != student.shape:
+        raise FoldError(
+            f"the KL term needs the same frames at every depth: "
+            f"{tuple(teacher.shape)} at the largest depth, "
+            f"{tuple(student.shape)} at the seed depth"
+        )
+    target = F.log_softmax(teacher.detach().float() / temperature, dim=-1)
+    log_probs = F.log_softmax(student.float() / temperature, dim=-1)
+    kl = (target.exp() * (target - log_probs)).sum(dim=-1)
+    kl = kl.reshape(kl.shape[0], -1)
+    if lengths is not None and kl.dim() == 2:
+        frames = kl.shape[1]
+        kept = torch.round(lengths.to(kl.device).float() * frames).clamp(min=1)
+        valid = torch.arange(frames, device=kl.device)[None, :] < kept[:, None]
+        kl = (kl * valid).sum() / valid.sum()
+    else:
+        kl = kl.mean()
+    return kl * temperature**2
+
+
+def _number(value, key, minimum=0.0, strict=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or value < minimum or (strict and value == minimum):
+        bound = ">" if strict else ">="
+        raise ValueError(
+            f"{key} = {value!r}: must be a number {bound} {minimum}"
+        )
+
+
+class FoldEncoder(Modifier):
+    """Folds the encoder and trains its depths jointly (METHODS.md 6).
+
+    Arguments
+    ---------
+    physical : int
+        Physical blocks ``N_p``.
+    max_depth : int, optional
+        Largest logical depth ``N_f`` (default: the encoder's layers).
+    unfold_map : str
+        ``cyclic``, ``repeat-each`` or ``repeat-top`` (module docstring).
+    seeds : list of int, optional
+        Pretrained layers (0-based) the blocks start from; default evenly
+        spaced, first and last included.
+    depths : list of int, optional
+        The depths ``d`` is drawn from (default: every depth strictly
+        between ``N_p`` and ``N_f``).
+    seed_weight : float
+        ``alpha_p``, weight of the task loss at ``N_p``.
+    sampled_weight : float
+        ``alpha_d``, weight of the task loss at the drawn depth.
+    kl_weight : float
+        ``alpha_KL``, weight of the KL term from ``N_f`` to ``N_p``.
+    temperature : float
+        ``T`` of the KL term.
+    start_step, end_step : int or float
+        Steps between which the extra depths are trained (before and
+        after: the largest depth only).
+
+    Example
+    -------
+    >>> from transformers import HubertConfig, HubertModel
+    >>> config = HubertConfig(hidden_size=16, num_hidden_layers=4,
+    ...     num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
+    ...     conv_stride=(5, 4), conv_kernel=(10, 8),
+    ...     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    >>> model = HubertModel(config)
+    >>> fold = FoldEncoder(physical=2, max_depth=6)
+    >>> fold.validate("compression.modifiers[0]")
+    >>> fold.bind(model, "compression.modifiers[0]"); fold.prepare()
+    >>> fold.seeds, len(model.encoder.layers)
+    ([0, 3], 6)
+    >>> with fold.depth(3):
+    ...     len(model.encoder.layers)
+    3
+    >>> fold.sampled_depth(7) in (3, 4, 5)
+    True
+    """
+
+    method = "fold"
+    #: The plan holds no other modifier (the export shares blocks).
+    exclusive = True
+
+    def __init__(
+        self,
+        physical,
+        max_depth=None,
+        unfold_map="cyclic",
+        seeds=None,
+        depths=None,
+        seed_weight=1.0,
+        sampled_weight=1.0,
+        kl_weight=1.0,
+        temperature=1.0,
+        start_step=0,
+        end_step=None,
+    ):
+        super().__init__(None, None, "encoder", start_step, end_step)
+        self.physical = physical
+        self.max_depth = max_depth
+        self.unfold_map = unfold_map
+        self.seeds = None if seeds is None else list(seeds)
+        self.depths = None if depths is None else list(depths)
+        self.seed_weight = seed_weight
+        self.sampled_weight = sampled_weight
+        self.kl_weight = kl_weight
+        self.temperature = temperature
+        self._refs = []
+        self._sums = {}
+
+    def settings(self):
+        """User-facing settings."""
+        out = super().settings()
+        for key in ("targets", "ignore"):
+            out.pop(key)
+        out.update(
+            physical=self.physical,
+            max_depth=self.max_depth,
+            unfold_map=self.unfold_map,
+            seeds=self.seeds,
+            depths=self.depths,
+            seed_weight=self.seed_weight,
+            sampled_weight=self.sampled_weight,
+            kl_weight=self.kl_weight,
+            temperature=self.temperature,
+        )
+        return out
+
+    def validate(self, where):
+        """Checks the settings' types and ranges, naming the key."""
+        super().validate(where)
+        check_int(self.physical, f"{where}.physical", 1)
+        if self.max_depth is not None:
+            check_int(self.max_depth, f"{where}.max_depth", self.physical)
+        if self.unfold_map not in UNFOLD_MAPS:
+            raise ValueError(
+                f"{where}.unfold_map = {self.unfold_map!r}: choose from "
+                + ", ".join(UNFOLD_MAPS)
+            )
+        if self.seeds is not None:
+            for i, seed in enumerate(self.seeds):
+                check_int(seed, f"{where}.seeds[{i}]", 0)
+        if self.depths is not None:
+            for i, depth in enumerate(self.depths):
+                check_int(depth, f"{where}.depths[{i}]", self.physical)
+        for key in ("seed_weight", "sampled_weight", "kl_weight"):
+            _number(getattr(self, key), f"{where}.{key}")
+        _number(self.temperature, f"{where}.temperature", strict=True)
+
+    def bind(self, model, where):
+        """Checks the settings against the model's encoder."""
         try:
-            set_depth(model, depth)
+            stack = LayerStack(model)
         except FoldError as error:
-            raise CompressedFormatError(f"{folder}: {error}") from error
-        if "dtype" in options:
-            model.to(options["dtype"])
-        return model.eval()
+            raise ValueError(f"{where}: {error}") from None
+        if stack.info is not None:
+            raise ValueError(f"{where}: the model is already folded")
+        try:
+            self.max_depth, self.seeds = check_fold(
+                model, self.physical, self.max_depth, self.seeds
+            )
+        except FoldError as error:
+            raise ValueError(f"{where}.{error}") from None
+        for i, depth in enumerate(self.depths or []):
+            if depth > self.max_depth:
+                raise ValueError(
+                    f"{where}.depths[{i}] = {depth}: must be in "
+                    f"[{self.physical}, {self.max_depth}] (physical, "
+                    "max_depth)"
+                )
+        self._refs = [model]
+        self.layers = []
 
-    return load_folded
+    @property
+    def model(self):
+        """The bound model."""
+        return self._refs[0]
 
+    def prepare(self):
+        """Folds the encoder, unfolded to ``max_depth``."""
+        fold_encoder(
+            self.model,
+            self.physical,
+            self.max_depth,
+            self.unfold_map,
+            self.seeds,
+        )
 
-load_folded = _register()
+    @contextlib.contextmanager
+    def depth(self, depth):
+        """Runs the ``with`` body at ``depth``, then returns to the depth
+        before."""
+        before = fold_info(self.model)["depth"]
+        set_depth(self.model, depth)
+        try:
+            yield self.model
+        finally:
+            set_depth(self.model, before)
+
+    def sampled_depth(self, step):
+        """The depth ``d`` drawn for ``step`` (a function of the step, so a
+        resumed run draws the same), or ``None`` when there is none."""
+        choices = self.depths
+        if choices is None:
+            choices = list(range(self.physical + 1, self.max_depth))
+        if not choices:
+            return None
+        return random.Random(int(step)).choice(sorted(choices))
+
+    def _active(self, step):
+        self.check_schedule_resolved()
+        if step < self.start_step:
+            return False
+        return self.end_step is None or step < self.end_step
+
+    def joint_loss(self, teacher, run):
+        """The terms the smaller depths add to the task loss at ``N_f``.
+
+        Arguments
+        ---------
+        teacher : tuple
+            ``(scores, lengths)`` of the forward at ``N_f`` (see
+            :func:`posteriors_of`).
+        run : callable
+            ``run(depth) -> (task loss, (scores, lengths))``: the recipe's
+            forward and objectives at ``depth`` on the same batch.
+
+        Returns
+        -------
+        torch.Tensor or None
+            ``seed_weight L(N_p) + sampled_weight L(d) + kl_weight KL``.
+        """
+        step = int(self.step)
+        if not self._active(step) or self.physical == self.max_depth:
+            return None
+        total = None
+        if self.seed_weight or self.kl_weight:
+            loss, student = run(self.physical)
+            kl = depth_kl(teacher[0], student[0], teacher[1], self.temperature)
+            total = self.seed_weight * loss + self.kl_weight * kl
+            self._record(f"loss_depth{self.physical}", loss)
+            self._record("kl", kl)
+        sampled = self.sampled_depth(step)
+        if sampled is not None and self.sampled_weight:
+            loss, _ = run(sampled)
+            term = self.sampled_weight * loss
+            total = term if total is None else total + term
+            self._record("loss_sampled_depth", loss)
+        return total
+
+    def _record(self, name, value):
+        value_sum, count = self._sums.get(name, (0.0, 0))
+        self._sums[name] = (value_sum + float(value.detach()), count + 1)
+
+    def pop_stats(self):
+        """Means of the extra terms since the last call (for the log)."""
+        stats = {f"fold {k}": s / n for k, (s, n) in self._sums.items()}
+        self._sums = {}
+        return stats
