@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 from safetensors import safe_open
+from speechbrain.inference.ASR import EncoderASR
 from speechbrain.lobes.models.transformer.TransformerASR import (
     TransformerASR,
 )
@@ -85,7 +86,12 @@ def test_fold_recipe_folds_wav2vec2_and_loads_at_every_depth(tmp_path):
         with torch.no_grad():
             assert model(audio).last_hidden_state.shape[-1] == 64
     assert (folder / "recipe_modules.safetensors").is_file()
-    assert (tmp_path / "hub" / "hyperparams.yaml").is_file()
+    # the recipe's SpeechBrain hub folder serves the largest depth
+    asr = EncoderASR.from_hparams(
+        source=str(tmp_path / "hub"), savedir=str(tmp_path / "hub_load")
+    )
+    assert len(asr.mods.encoder.backbone.encoder.layers) == 3
+    assert asr.encode_batch(audio, torch.ones(1)).shape[-1] == 30
 
 
 def test_fold_conformer_recipe_trains_from_scratch_and_loads_at_every_depth(
