@@ -252,6 +252,22 @@ def test_export_then_load_at_each_depth_gives_the_same_outputs(
         )
 
 
+def test_ctc_model_folds_under_its_base_and_keeps_its_head(
+    tiny_sources, tmp_path
+):
+    model = load_source(tiny_sources["wav2vec2_ctc"])
+    fold_encoder(model, 1, max_depth=3)
+    assert len(model.wav2vec2.encoder.layers) == 3
+    save_folded(model, str(tmp_path / "folded"))
+    _assert_no_tensor_duplicated(tmp_path / "folded", model)
+    loaded = sb_compress.load_compressed(str(tmp_path / "folded"), depth=2)
+    assert type(loaded).__name__ == "Wav2Vec2ForCTC"
+    set_depth(model, 2)
+    audio = torch.randn(1, 6000)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(audio).logits, model(audio).logits)
+
+
 def test_conformer_export_then_load_at_each_depth(tmp_path):
     model = _conformer(layers=4)
     with torch.no_grad():  # not the initial weights
