@@ -254,6 +254,23 @@ def build_parser():
         default=1,
         help="Whisper: the searcher's beam (1: greedy)",
     )
+    export.add_argument(
+        "--license",
+        help="the model card's license, e.g. apache-2.0 (default: the "
+        "compressed folder's card's, else 'other': the base model's applies)",
+    )
+    export.add_argument(
+        "--base-model",
+        metavar="HUB_ID",
+        help="the model card's base_model (default: the report's source or "
+        "the recipe's wav2vec2_hub / whisper_hub)",
+    )
+    export.add_argument(
+        "--repo-id",
+        metavar="NAME",
+        help="the Hub repo the card's loading example names (default: "
+        "HUB_DIR's name)",
+    )
     push = commands.add_parser(
         "push",
         help="upload a model folder to the Hugging Face Hub",
@@ -720,6 +737,9 @@ def run_export(args):
             args.overwrite,
             args.command_line,
             args.beam_size,
+            license=args.license,
+            base_model=args.base_model,
+            name=args.repo_id,
         )
     print(f"hub folder  {args.output}")
     print(

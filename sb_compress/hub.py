@@ -101,14 +101,36 @@ def push(folder, repo_id, private=False, dry_run=False, token=None):
     api = huggingface_hub.HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=folder, repo_id=repo_id)
     except Exception as error:  # network, auth and offline-mode errors alike
-        message = " ".join(str(error).split())[:300]
         raise PushError(
-            f"could not push to {repo_id}: {type(error).__name__}: {message}"
+            f"could not create {repo_id} on the Hub: {_why(error)} (nothing "
+            "was uploaded)"
+        ) from error
+    try:
+        api.upload_folder(
+            folder_path=folder,
+            repo_id=repo_id,
+            ignore_patterns=[".*", "*/.*"],  # as folder_files lists them
+            commit_message="Upload with sb-compress push",
+        )
+    except Exception as error:
+        raise PushError(
+            f"could not upload to {repo_id}: {_why(error)} (the upload is "
+            "one commit: nothing was committed)"
         ) from error
     result.update(uploaded=True, url=str(url))
     return result
+
+
+def _why(error):
+    """One line on a Hub error: offline mode, no network, or the message."""
+    name = type(error).__name__
+    message = " ".join(str(error).split())[:300]
+    if "Offline" in name:
+        return "offline mode is on (unset HF_HUB_OFFLINE)"
+    if "Connect" in name or "Timeout" in name:
+        return f"the Hub is unreachable, check the network ({name}: {message})"
+    return f"{name}: {message}"
 
 
 # --------------------------------------------------------------------------
@@ -136,8 +158,8 @@ _HYPERPARAMS_CTC = """\
 
 sample_rate: 16000
 blank_index: {blank}
-
-encoder: !new:sb_compress.hub.CompressedCTC
+{depth}
+encoder: !new:sb_compress.hub.CompressedCTC{encoder_args}
 
 tokenizer: !new:speechbrain.dataio.encoder.CTCTextEncoder
 
@@ -319,8 +341,9 @@ def _compressed_ctc_class():
         mask), then the recipe's modules run in order.
         """
 
-        def __init__(self):
+        def __init__(self, depth=None):
             super().__init__()
+            self.depth = depth
             self.backbone = None
             self.head = torch.nn.Sequential()
             self.settings = {}
@@ -331,7 +354,8 @@ def _compressed_ctc_class():
             self.load_folder(folder)
 
         def load_folder(self, folder):
-            """Builds the model from an exported recipe folder."""
+            """Builds the model from an exported recipe folder (a folded
+            one at ``depth``, default its largest)."""
             from safetensors.torch import load_file
 
             from sb_compress.export import load_compressed
@@ -339,11 +363,21 @@ def _compressed_ctc_class():
                 RECIPE_LAYOUT,
                 RECIPE_MODULES,
             )
+            from sb_compress.report import read_report
 
             with open(os.path.join(folder, RECIPE_LAYOUT)) as f:
                 layout = json.load(f)
             state = load_file(os.path.join(folder, RECIPE_MODULES))
-            self.backbone = load_compressed(folder).float().eval()
+            options = {}
+            if self.depth is not None:
+                format = read_report(folder).get("format", "dense")
+                if format != "folded":
+                    raise HubError(
+                        f"depth={self.depth}: only folded models have a "
+                        f"depth to choose (this one is {format})"
+                    )
+                options["depth"] = int(self.depth)
+            self.backbone = load_compressed(folder, **options).float().eval()
             self.settings = layout["backbone"]
             if self.settings["wrapper"] == "Whisper":
                 from transformers import WhisperFeatureExtractor
@@ -413,21 +447,35 @@ def _compressed_ctc_class():
 
 
 def _unpack(path):
+    """Extracts the archive ``path`` (the Pretrainer's link or copy in its
+    savedir) to ``<path>.d`` beside it, never beside the file it links to
+    (the hub folder or the Hugging Face cache stay untouched); again only
+    when the archive changed."""
+    import shutil
     import tarfile
+    import tempfile
 
-    folder = os.path.realpath(path) + ".d"
+    folder = os.path.abspath(path) + ".d"
+    stat = os.stat(path)
+    stamp = f"{os.path.realpath(path)} {stat.st_size} {stat.st_mtime_ns}"
     marker = os.path.join(folder, ".complete")
-    if not os.path.isfile(marker):
-        staging = folder + ".partial"
-        os.makedirs(staging, exist_ok=True)
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            if f.read() == stamp:
+                return folder
+    parent = os.path.dirname(folder)
+    staging = tempfile.mkdtemp(prefix=".unpack_", dir=parent)
+    try:
         with tarfile.open(path) as archive:
             archive.extractall(staging, filter="data")
-        open(os.path.join(staging, ".complete"), "w").close()
+        with open(os.path.join(staging, ".complete"), "w") as f:
+            f.write(stamp)
         if os.path.isdir(folder):
-            import shutil
-
             shutil.rmtree(folder)
         os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return folder
 
 
@@ -445,9 +493,28 @@ def __getattr__(name):
     raise AttributeError(f"module 'sb_compress.hub' has no attribute {name!r}")
 
 
+def _is_checkpoint(folder):
+    """A SpeechBrain checkpoint (``CKPT+...``) or the ``save/`` folder
+    holding them."""
+    if os.path.isfile(os.path.join(folder, "CKPT.yaml")):
+        return True
+    return os.path.isdir(folder) and any(
+        name.startswith("CKPT+") for name in os.listdir(folder)
+    )
+
+
 def _compressed_folder(source):
     """The exported folder inside ``source`` (a recipe output folder or the
     folder itself)."""
+    if not os.path.isdir(source):
+        raise HubError(f"{source}: no such folder")
+    if _is_checkpoint(source):
+        raise HubError(
+            f"{source} is a SpeechBrain checkpoint, which holds training "
+            "state, not the compressed model: give the run's output folder "
+            "(re-running the recipe with the same --output_folder resumes "
+            "from its last checkpoint and writes compressed/ and hub/)"
+        )
     if os.path.isfile(os.path.join(source, "compression_report.json")):
         return source
     inner = os.path.join(source, "compressed")
@@ -455,11 +522,104 @@ def _compressed_folder(source):
         return inner
     raise HubError(
         f"{source}: no compression_report.json here or in {inner}; give a "
-        "folder written by a recipe (its output folder or compressed/)"
+        "folder written by a recipe (its output folder or compressed/), by "
+        "sb-compress oneshot, or a Whisper transformers folder"
     )
 
 
-def export_hub(source, output, overwrite=False, command=None):
+#: hparams keys of the recipes naming the pretrained model they start from.
+_SOURCE_KEYS = ("wav2vec2_hub", "whisper_hub")
+
+
+def recipe_base_model(folder):
+    """The pretrained model a recipe started from: its ``wav2vec2_hub`` /
+    ``whisper_hub`` in the ``hyperparams.yaml`` of ``folder`` or of its
+    parent (the run's output folder); None if not found.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> with open(os.path.join(run, "hyperparams.yaml"), "w") as f:
+    ...     _ = f.write("seed: 1\\nwav2vec2_hub: facebook/wav2vec2-base\\n")
+    >>> recipe_base_model(os.path.join(run, "compressed"))
+    'facebook/wav2vec2-base'
+    """
+    for candidate in (folder, os.path.dirname(os.path.abspath(folder))):
+        path = os.path.join(candidate, "hyperparams.yaml")
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                value = value.split(" #")[0].strip()
+                if key in _SOURCE_KEYS and value and not value.startswith("!"):
+                    return value
+    return None
+
+
+def _archive(folder, path):
+    """Tars the compressed folder's files (not its card, hidden files or a
+    sweep's ``eval/`` results)."""
+    import tarfile
+
+    with tarfile.open(path, "w") as archive:
+        for name in sorted(os.listdir(folder)):
+            if name in ("README.md", "eval") or name.startswith("."):
+                continue
+            archive.add(os.path.join(folder, name), arcname=name)
+
+
+def _write_hub_folder(output, overwrite, files, card):
+    """Writes ``output`` all or nothing: ``files(staging)`` writes the
+    folder's files, then ``README.md`` gets ``card``."""
+    import shutil
+    import tempfile
+
+    from sb_compress.export.save import check_output_dir
+
+    check_output_dir(output, overwrite)
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".sb_compress_hub_", dir=parent)
+    try:
+        files(staging)
+        with open(os.path.join(staging, "README.md"), "w") as f:
+            f.write(card)
+        if os.path.isdir(output):
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def _card(report, folder, interface, archive, output, options):
+    """The hub folder's model card: the report's numbers, the commands
+    that made the compressed folder (from its own card) and the export."""
+    from sb_compress.card import card_commands, card_license, hub_model_card
+    from sb_compress.report import folder_bytes
+
+    report = dict(report)
+    if report.get("bytes_on_disk") is None:  # shrunk reports may lack it
+        report["bytes_on_disk"] = folder_bytes(folder)
+    base = options.get("base_model") or report.get("source")
+    report["source"] = base or recipe_base_model(folder)
+    commands = card_commands(folder) + [options.get("command")]
+    license = options.get("license") or card_license(folder)
+    name = os.path.basename(os.path.normpath(output))
+    return hub_model_card(
+        report,
+        interface,
+        archive,
+        options.get("name") or name,
+        commands,
+        license,
+    )
+
+
+def export_hub(source, output, overwrite=False, command=None, **options):
     """Writes a SpeechBrain hub folder for a recipe's compressed CTC model.
 
     Arguments
@@ -471,7 +631,11 @@ def export_hub(source, output, overwrite=False, command=None):
     overwrite : bool
         Replace an existing non-empty ``output``.
     command : str, optional
-        Recorded in the model card.
+        The export command, recorded in the model card after the one that
+        produced the compressed folder.
+    **options
+        ``license``, ``base_model`` (hub id) and ``name`` (the repo id the
+        card's loading example uses) for the model card.
 
     Returns
     -------
@@ -484,22 +648,21 @@ def export_hub(source, output, overwrite=False, command=None):
         On a folder that is not a recipe's CTC export.
     """
     import shutil
-    import tarfile
-    import tempfile
 
-    from sb_compress.card import write_model_card
     from sb_compress.export.recipe import RECIPE_LAYOUT
-    from sb_compress.export.save import check_output_dir
     from sb_compress.report import read_report
 
     folder = _compressed_folder(source)
     report = read_report(folder)
+    if not report.get("model_type"):  # shrunk reports may lack it
+        report["model_type"] = _model_type(folder)
     layout_path = os.path.join(folder, RECIPE_LAYOUT)
     if not os.path.isfile(layout_path):
         raise HubError(
             f"{folder}: no {RECIPE_LAYOUT}; `export` handles the CTC "
-            "recipe's exports (a one-shot folder is already a transformers "
-            "folder: push it as it is)"
+            "recipe's exports and Whisper folders (a one-shot wav2vec2 / "
+            "HuBERT / WavLM folder is a transformers folder: push it as it "
+            "is)"
         )
     with open(layout_path) as f:
         layout = json.load(f)
@@ -516,40 +679,46 @@ def export_hub(source, output, overwrite=False, command=None):
     if not os.path.isfile(labels):
         raise HubError(f"{folder}: no {LABEL_ENCODER} (the CTC labels)")
     blank = _blank_index(labels)
-    check_output_dir(output, overwrite)
-    parent = os.path.dirname(os.path.abspath(output)) or "."
-    staging = tempfile.mkdtemp(prefix=".sb_compress_hub_", dir=parent)
-    try:
-        with tarfile.open(os.path.join(staging, ARCHIVE), "w") as archive:
-            for name in sorted(os.listdir(folder)):
-                if name != "README.md":
-                    archive.add(os.path.join(folder, name), arcname=name)
+    folded = report.get("format") == "folded"
+    depth, encoder_args = "", ""
+    if folded:
+        depth = (
+            f"# folded: any depth from {report.get('min_depth')} to "
+            f"{report.get('max_depth')} (null: the largest)\ndepth: null\n"
+        )
+        encoder_args = "\n    depth: !ref <depth>"
+    hyperparams = _HYPERPARAMS_CTC.format(
+        archive=ARCHIVE,
+        labels=HUB_LABELS,
+        blank=blank,
+        depth=depth,
+        encoder_args=encoder_args,
+    )
+    config = {
+        "speechbrain_interface": "EncoderASR",
+        "sb_compress_format": report.get("format", "dense"),
+        "model_type": report.get("model_type"),
+    }
+
+    def files(staging):
+        _archive(folder, os.path.join(staging, ARCHIVE))
         shutil.copy(labels, os.path.join(staging, HUB_LABELS))
         with open(os.path.join(staging, "hyperparams.yaml"), "w") as f:
-            f.write(
-                _HYPERPARAMS_CTC.format(
-                    archive=ARCHIVE, labels=HUB_LABELS, blank=blank
-                )
-            )
+            f.write(hyperparams)
         with open(os.path.join(staging, HUB_CONFIG), "w") as f:
-            json.dump(
-                {
-                    "speechbrain_interface": "EncoderASR",
-                    "sb_compress_format": report.get("format", "dense"),
-                    "model_type": report.get("model_type"),
-                },
-                f,
-                indent=2,
-            )
-        write_model_card(staging, report, command, output)
-        _append_hub_loading(os.path.join(staging, "README.md"), output)
-        if os.path.isdir(output):
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output
+            json.dump(config, f, indent=2)
+
+    options["command"] = command
+    card = _card(report, folder, "EncoderASR", ARCHIVE, output, options)
+    return _write_hub_folder(output, overwrite, files, card)
+
+
+def _model_type(folder):
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("model_type")
 
 
 def _blank_index(labels):
@@ -558,18 +727,6 @@ def _blank_index(labels):
     encoder = CTCTextEncoder()
     encoder.load(labels)
     return int(encoder.get_blank_index())
-
-
-def _append_hub_loading(card_path, output):
-    name = os.path.basename(os.path.normpath(output))
-    with open(card_path, "a", encoding="utf-8") as f:
-        f.write(
-            "\n## With SpeechBrain\n\n```python\n"
-            "from speechbrain.inference.ASR import EncoderASR\n"
-            f'asr = EncoderASR.from_hparams(source="{name}", '
-            f'savedir="pretrained_models/{name}")\n'
-            'print(asr.transcribe_file("audio.wav"))\n```\n'
-        )
 
 
 # --------------------------------------------------------------------------
@@ -715,7 +872,9 @@ def _whisper_classes():
     return CompressedWhisper, LazyWhisperSearcher
 
 
-def export_whisper_hub(source, output, overwrite=False, command=None, beam=1):
+def export_whisper_hub(
+    source, output, overwrite=False, command=None, beam=1, **options
+):
     """Writes a SpeechBrain hub folder (``WhisperASR``) for a Whisper
     folder: a one-shot or recipe export, or a plain transformers folder.
 
@@ -731,70 +890,65 @@ def export_whisper_hub(source, output, overwrite=False, command=None, beam=1):
         Recorded in the model card.
     beam : int
         Beam size of the folder's searcher (1: greedy).
+    **options
+        ``license``, ``base_model`` and ``name``, see :func:`export_hub`.
 
     Returns
     -------
     str
         ``output``.
     """
-    import shutil
-    import tarfile
-    import tempfile
-
-    from sb_compress.card import write_model_card
-    from sb_compress.export.save import check_output_dir
     from sb_compress.report import read_report
 
     try:
         folder = _compressed_folder(source)
         report = read_report(folder)
     except HubError:
-        folder, report = source, {"format": "dense", "model_type": "whisper"}
-    check_output_dir(output, overwrite)
-    parent = os.path.dirname(os.path.abspath(output)) or "."
-    staging = tempfile.mkdtemp(prefix=".sb_compress_hub_", dir=parent)
-    try:
-        path = os.path.join(staging, WHISPER_ARCHIVE)
-        with tarfile.open(path, "w") as archive:
-            for name in sorted(os.listdir(folder)):
-                if name != "README.md" and not name.startswith("."):
-                    archive.add(os.path.join(folder, name), arcname=name)
+        if _is_checkpoint(source):
+            raise
+        folder = source
+        report = {"format": "dense", "model_type": "whisper", "method": None}
+        report["source"] = source
+    hyperparams = _HYPERPARAMS_WHISPER.format(
+        archive=WHISPER_ARCHIVE, beam=beam
+    )
+    config = {
+        "speechbrain_interface": "WhisperASR",
+        "sb_compress_format": report.get("format", "dense"),
+        "model_type": "whisper",
+    }
+
+    def files(staging):
+        _archive(folder, os.path.join(staging, WHISPER_ARCHIVE))
         with open(os.path.join(staging, "hyperparams.yaml"), "w") as f:
-            f.write(
-                _HYPERPARAMS_WHISPER.format(archive=WHISPER_ARCHIVE, beam=beam)
-            )
+            f.write(hyperparams)
         with open(os.path.join(staging, HUB_CONFIG), "w") as f:
-            json.dump(
-                {
-                    "speechbrain_interface": "WhisperASR",
-                    "sb_compress_format": report.get("format", "dense"),
-                    "model_type": "whisper",
-                },
-                f,
-                indent=2,
-            )
-        write_model_card(staging, report, command, output)
-        name = os.path.basename(os.path.normpath(output))
-        with open(os.path.join(staging, "README.md"), "a") as f:
-            f.write(
-                "\n## With SpeechBrain\n\n```python\n"
-                "from speechbrain.inference.ASR import WhisperASR\n"
-                f'asr = WhisperASR.from_hparams(source="{name}", '
-                f'savedir="pretrained_models/{name}")\n'
-                'print(asr.transcribe_file("audio.wav"))\n```\n'
-            )
-        if os.path.isdir(output):
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output
+            json.dump(config, f, indent=2)
+
+    options["command"] = command
+    card = _card(report, folder, "WhisperASR", WHISPER_ARCHIVE, output, options)
+    return _write_hub_folder(output, overwrite, files, card)
 
 
-def export_any(source, output, overwrite=False, command=None, beam=1):
+def export_any(source, output, overwrite=False, command=None, beam=1, **opts):
     """:func:`export_whisper_hub` for Whisper folders, else
     :func:`export_hub` (CTC recipe exports).
+
+    Arguments
+    ---------
+    source : str
+        A recipe's output folder or its ``compressed/`` folder, a one-shot
+        Whisper folder or a Whisper transformers folder.
+    output : str
+        The hub folder.
+    overwrite : bool
+        Replace an existing non-empty ``output``.
+    command : str, optional
+        Recorded in the model card.
+    beam : int
+        Whisper: the searcher's beam.
+    **opts
+        ``license``, ``base_model``, ``name``: see :func:`export_hub`.
 
     Returns
     -------
@@ -806,15 +960,20 @@ def export_any(source, output, overwrite=False, command=None, beam=1):
     inner = os.path.join(source, "compressed")
     folder = inner if os.path.isdir(inner) else source
     config_path = os.path.join(folder, "config.json")
-    model_type = None
+    config = {}
     if os.path.isfile(config_path):
         with open(config_path) as f:
-            model_type = json.load(f).get("model_type")
+            config = json.load(f)
+    if "speechbrain_interface" in config:
+        raise HubError(
+            f"{source} is already a SpeechBrain hub folder "
+            f"({config['speechbrain_interface']}): push it as it is"
+        )
     from sb_compress.export.recipe import RECIPE_LAYOUT
 
     recipe = os.path.isfile(os.path.join(folder, RECIPE_LAYOUT))
-    if model_type == "whisper" and not recipe:
-        export_whisper_hub(folder, output, overwrite, command, beam)
+    if config.get("model_type") == "whisper" and not recipe:
+        export_whisper_hub(folder, output, overwrite, command, beam, **opts)
         return "WhisperASR"
-    export_hub(source, output, overwrite, command)
+    export_hub(source, output, overwrite, command, **opts)
     return "EncoderASR"

@@ -13,34 +13,32 @@ from sb_compress.cli import main
 SAMPLES = os.path.join(os.path.dirname(__file__), "samples", "mini_librispeech")
 
 
-@pytest.mark.parametrize("kind", ["plain", "packed"])
+ONESHOT = {
+    "pruned": ["--method", "magnitude", "--sparsity", "0.3"],
+    "packed": ["--method", "quant", "--bits", "4", "--group-size", "32"]
+    + ["--packed"],
+}
+
+
+def _tree(folder):
+    return sorted(
+        os.path.relpath(os.path.join(root, name), folder)
+        for root, _, names in os.walk(folder)
+        for name in names
+    )
+
+
+@pytest.mark.parametrize("kind", ["plain", "pruned", "packed"])
 def test_whisper_hub_folder_loads_with_whisperasr_and_transcribes(
     tiny_sources, tmp_path, kind
 ):
     from speechbrain.inference.ASR import WhisperASR
 
     source = tiny_sources["whisper"]
-    if kind == "packed":
-        folder = tmp_path / "int4"
-        assert (
-            main(
-                [
-                    "oneshot",
-                    "--source",
-                    source,
-                    "--method",
-                    "quant",
-                    "--bits",
-                    "4",
-                    "--group-size",
-                    "32",
-                    "--output",
-                    str(folder),
-                    "--packed",
-                ]
-            )
-            == 0
-        )
+    if kind in ONESHOT:
+        folder = tmp_path / kind
+        command = ["oneshot", "--source", source, "--output", str(folder)]
+        assert main(command + ONESHOT[kind]) == 0
         source = str(folder)
     hub = tmp_path / "hub"
     assert main(["export", source, "--output", str(hub)]) == 0
@@ -52,9 +50,10 @@ def test_whisper_hub_folder_loads_with_whisperasr_and_transcribes(
         "hyperparams.yaml",
         "whisper.ckpt",
     ]
+    before = _tree(hub)
     asr = WhisperASR.from_hparams(source=str(hub), savedir=str(tmp_path / "s"))
     loaded = asr.mods.whisper.wrapper.model.state_dict()
-    if kind == "packed":
+    if kind in ONESHOT:
         expected = sb_compress.load_compressed(source).state_dict()
     else:
         from transformers import WhisperModel
@@ -70,4 +69,10 @@ def test_whisper_hub_folder_loads_with_whisperasr_and_transcribes(
     )[0]
     segments = asr.transcribe_file(audio)
     assert len(segments) == 1 and isinstance(segments[0].words, str)
-    assert "WhisperASR.from_hparams" in (hub / "README.md").read_text()
+    assert _tree(hub) == before  # unpacked in the savedir, not the source
+    card = (hub / "README.md").read_text()
+    assert "WhisperASR.from_hparams" in card
+    assert "library_name: speechbrain" in card
+    if kind in ONESHOT:  # the one-shot command, then the export
+        made = card.split("## How it was made")[1].split("```")[1]
+        assert "sb-compress oneshot" in made and "sb-compress export" in made
