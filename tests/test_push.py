@@ -1,4 +1,10 @@
-"""``sb-compress push``: dry runs, and no upload without a token."""
+"""``sb-compress push``: dry runs, and no upload without a token or a
+network."""
+
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -56,3 +62,40 @@ def test_bad_push_input_exits_2(hub_folder, capsys, arguments, message):
         arguments[0] = str(hub_folder.parent / "missing")
     assert main(["push", *arguments, "--dry-run"]) == 2
     assert message in capsys.readouterr().err
+
+
+def _closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "network, message",
+    [
+        ("unreachable", "the Hub is unreachable, check the network"),
+        ("offline", "offline mode is on (unset HF_HUB_OFFLINE)"),
+    ],
+)
+def test_push_without_a_network_fails_with_one_line(
+    hub_folder, tmp_path, network, message
+):
+    env = dict(
+        os.environ,
+        HF_TOKEN="hf_not_a_real_token",
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}",
+        HF_HUB_OFFLINE="1" if network == "offline" else "0",
+    )
+    command = [sys.executable, "-m", "sb_compress.cli", "push"]
+    result = subprocess.run(
+        [*command, str(hub_folder), "--repo-id", "me/tiny"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert message in lines[0] and "nothing was uploaded" in lines[0]
