@@ -205,7 +205,14 @@ def build_parser():
         "wrd) with a CTC or Whisper model, original or compressed; write "
         "summary.json and utterances.csv.",
     )
-    evaluate.add_argument("--source", required=True, metavar="DIR")
+    evaluate.add_argument(
+        "--source",
+        required=True,
+        metavar="DIR",
+        help="a hub folder (sb-compress export: run through EncoderASR / "
+        "WhisperASR), a CTC recipe's output folder, a transformers *ForCTC "
+        "or Whisper folder, or any folder sb_compress wrote",
+    )
     evaluate.add_argument("--csv", required=True, metavar="CSV")
     evaluate.add_argument("--batch-size", type=_positive_int, default=8)
     evaluate.add_argument("--limit", type=_positive_int, default=None)
@@ -688,6 +695,11 @@ def run_eval(args):
     print(
         f"WER      {summary['wer']:.2f}% ({summary['errors']} errors / "
         f"{summary['words']} words, {summary['utterances']} utterances)"
+    )
+    print(
+        f"errors   {summary['substitutions']} substitutions, "
+        f"{summary['deletions']} deletions, {summary['insertions']} "
+        "insertions"
     )
     print(
         f"RTF      {summary['rtf']:.3f} ({summary['decode_s']:.1f} s for "

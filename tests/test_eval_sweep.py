@@ -3,10 +3,13 @@
 import csv
 import json
 import os
+import shutil
+import tempfile
 
-import jiwer
 import pytest
+import torch
 from PIL import Image
+from tiny_recipe import save_recipe_export
 
 from sb_compress.cli import main
 from sb_compress.evaluate import word_errors
@@ -34,39 +37,75 @@ def test_word_errors_is_the_edit_distance():
     assert word_errors("", "X Y") == 2
 
 
-def test_eval_of_a_ctc_model_gives_the_hand_computed_wer(
-    tiny_sources, tmp_path, capsys
-):
+#: The three references, and what a model answering "A" to everything
+#: gets wrong, by hand: the first has no "A" (1 substitution, 4
+#: deletions); the others keep one "A" and lose the other 7 words.
+HAND = {"errors": [5, 7, 7], "words": [5, 8, 8], "substitutions": 1}
+HAND["deletions"] = sum(HAND["errors"]) - HAND["substitutions"]
+
+
+def _says_a(kind, tiny_sources, tmp_path):
+    """A CTC model that answers "A" whatever it hears."""
+    if kind == "transformers":
+        from transformers import Wav2Vec2ForCTC
+
+        source = tiny_sources["wav2vec2_ctc"]
+        model = Wav2Vec2ForCTC.from_pretrained(source)
+        vocab = json.loads(open(os.path.join(source, "vocab.json")).read())
+        with torch.no_grad():
+            model.lm_head.weight.zero_()
+            model.lm_head.bias.zero_()
+            model.lm_head.bias[vocab["A"]] = 10.0
+        folder = tmp_path / "says_a"
+        model.save_pretrained(folder)
+        for name in os.listdir(source):
+            if name.endswith(".json") and name != "config.json":
+                shutil.copy(os.path.join(source, name), folder)
+        return str(folder)
+    run = tmp_path / "run"
+    source = tiny_sources["wav2vec2"]
+    save_recipe_export(source, str(run / "compressed"), "packed", constant="A")
+    if kind == "recipe":
+        return str(run)
+    assert main(["export", str(run), "--output", str(tmp_path / "hub")]) == 0
+    return str(tmp_path / "hub")
+
+
+def _eval_savedirs():
+    folder = tempfile.gettempdir()
+    return sorted(p for p in os.listdir(folder) if "sb_compress_eval_" in p)
+
+
+@pytest.mark.parametrize("kind", ["transformers", "recipe", "hub"])
+def test_eval_gives_the_hand_computed_wer(tiny_sources, tmp_path, capsys, kind):
+    source = _says_a(kind, tiny_sources, tmp_path)
+    savedirs = _eval_savedirs()
     csv_path = _three_utterances(tmp_path)
     output = tmp_path / "eval"
+    arguments = ["--csv", csv_path, "--batch-size", "2"]
     code = main(
-        [
-            "eval",
-            "--source",
-            tiny_sources["wav2vec2_ctc"],
-            "--csv",
-            csv_path,
-            "--batch-size",
-            "2",
-            "--output",
-            str(output),
-        ]
+        ["eval", "--source", source, *arguments, "--output", str(output)]
     )
     assert code == 0
     summary = json.loads((output / "summary.json").read_text())
     with open(output / "utterances.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == summary["utterances"] == 3
-    references = [r["reference"] for r in rows]
-    hypotheses = [r["hypothesis"] for r in rows]
-    by_hand = 100 * jiwer.wer(references, hypotheses)
-    assert summary["wer"] == pytest.approx(by_hand)
-    assert summary["words"] == sum(len(r.split()) for r in references)
+    assert [r["hypothesis"] for r in rows] == ["A", "A", "A"]
+    assert [int(r["errors"]) for r in rows] == HAND["errors"]
+    assert [int(r["words"]) for r in rows] == HAND["words"]
+    assert summary["wer"] == pytest.approx(100 * 19 / 21)
+    assert summary["substitutions"] == HAND["substitutions"]
+    assert summary["deletions"] == HAND["deletions"]
+    assert summary["insertions"] == 0
     assert summary["rtf"] > 0 and summary["audio_s"] > 0
-    assert "WER" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "WER      90.48%" in out
+    assert _eval_savedirs() == savedirs  # the hub's savedir is removed
 
 
-def test_eval_of_a_whisper_model_and_of_a_packed_one(tiny_sources, tmp_path):
+def test_eval_of_a_whisper_model_packed_and_as_a_hub_folder(
+    tiny_sources, tmp_path
+):
     csv_path = _three_utterances(tmp_path)
     packed = tmp_path / "packed"
     assert (
@@ -86,7 +125,9 @@ def test_eval_of_a_whisper_model_and_of_a_packed_one(tiny_sources, tmp_path):
         )
         == 0
     )
-    for source in (tiny_sources["whisper"], str(packed)):
+    hub = tmp_path / "hub"
+    assert main(["export", str(packed), "--output", str(hub)]) == 0
+    for source in (tiny_sources["whisper"], str(packed), str(hub)):
         output = tmp_path / ("eval_" + os.path.basename(source))
         code = main(
             [
@@ -110,6 +151,7 @@ def test_eval_of_a_whisper_model_and_of_a_packed_one(tiny_sources, tmp_path):
         ("no_head", "has no CTC head"),
         ("bad_csv", "no column 'wrd'"),
         ("no_csv", "no such file"),
+        ("no_audio", "no audio file"),
     ],
 )
 def test_eval_bad_input_exits_2_with_one_line(
@@ -125,6 +167,10 @@ def test_eval_bad_input_exits_2_with_one_line(
             f.write("ID,wav\nx,y.flac\n")
     if which == "no_csv":
         csv_path = str(tmp_path / "missing.csv")
+    if which == "no_audio":
+        csv_path = str(tmp_path / "no_audio.csv")
+        with open(csv_path, "w") as f:
+            f.write("ID,duration,wav,spk_id,wrd\nu1,1.0,gone.flac,s,HI\n")
     output = tmp_path / "out"
     code = main(
         ["eval", "--source", source, "--csv", csv_path, "--output", str(output)]

@@ -38,8 +38,9 @@ def label_encoder():
     return encoder
 
 
-def recipe_model(source, save_path, format, seed=0):
-    """The recipe's modules with a prepared, hardened plan.
+def recipe_model(source, save_path, format, seed=0, constant=None):
+    """The recipe's modules with a prepared, hardened plan; with
+    ``constant`` (a label), a head that emits it at every frame.
 
     Returns
     -------
@@ -65,6 +66,10 @@ def recipe_model(source, save_path, format, seed=0):
     ctc_lin = sb.nnet.linear.Linear(n_neurons=labels, input_size=32)
     with torch.no_grad():  # a head that does not always pick the blank
         ctc_lin.w.bias.copy_(torch.linspace(-1.0, 1.0, labels))
+        if constant is not None:
+            ctc_lin.w.weight.zero_()
+            ctc_lin.w.bias.zero_()
+            ctc_lin.w.bias[label_encoder().lab2ind[constant]] = 10.0
     plan = Plan(wrapper, MODIFIERS[format])
     plan.prepare()
     if format == "shrunk":
@@ -82,8 +87,9 @@ def recipe_model(source, save_path, format, seed=0):
     return plan, modules, forward
 
 
-def save_recipe_export(source, folder, format, wer=None):
-    """Writes the recipe export of ``format`` to ``folder``.
+def save_recipe_export(source, folder, format, wer=None, constant=None):
+    """Writes the recipe export of ``format`` to ``folder`` (``constant``:
+    see :func:`recipe_model`).
 
     Returns
     -------
@@ -92,8 +98,9 @@ def save_recipe_export(source, folder, format, wer=None):
     report : dict
         The report written.
     """
+    save_path = os.path.join(os.path.dirname(folder), "sb_hub")
     plan, modules, forward = recipe_model(
-        source, os.path.join(os.path.dirname(folder), "sb_hub"), format
+        source, save_path, format, constant=constant
     )
     report = export_plan(
         plan,
