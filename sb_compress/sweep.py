@@ -12,11 +12,14 @@ output folder:
 - ``pareto.png``: WER against bytes on disk (one line per method, dense
   marked) beside WER against sparsity (pruning methods).
 
-Pruned models are written dense (zeros stored), so their bytes on disk
-equal the source's: only quantization moves left on the first panel, and
-the second panel shows what pruning costs. Each model lives in its own
-sub-folder with its ``eval/`` results; a re-run skips what is already
-there.
+Bytes on disk are those of the weight files. Pruned models are written
+dense (zeros stored), so their bytes equal the source's: only
+quantization moves left on the first panel, and the second panel shows
+what pruning costs. Each model lives in its own sub-folder with its
+``eval/`` results; a re-run skips the models already compressed and the
+evaluations already done on the same CSV and utterances; ``sweep.json``
+and ``sweep.md`` are rewritten after every model, the plot at the end
+(each file whole, through a temporary file).
 
 Authors
  * sb_compress team 2026
@@ -101,14 +104,53 @@ def weight_bytes(folder):
 
 
 def _evaluated(folder, source, csv_path, batch_size, device, limit):
+    """The evaluation of ``source`` in ``folder/eval``, reused when it was
+    done on the same CSV and utterances."""
+    from sb_compress.evaluate import read_csv
+
     results = os.path.join(folder, "eval")
     path = os.path.join(results, "summary.json")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            summary = json.load(f)
+        same_csv = os.path.abspath(summary.get("csv", "")) == os.path.abspath(
+            csv_path
+        )
+        if same_csv and summary.get("utterances") == len(
+            read_csv(csv_path, limit)
+        ):
+            return summary
     summary, rows = evaluate(source, csv_path, batch_size, device, limit)
     write_results(results, summary, rows)
     return summary
+
+
+def _compress(source, folder, arguments):
+    """``sb-compress oneshot`` into ``folder`` (its own code path: bad
+    settings raise the CLI's errors), unless already there."""
+    import shlex
+
+    from sb_compress.cli import PROG, build_parser, run_oneshot
+
+    if os.path.isfile(os.path.join(folder, "compression_report.json")):
+        return
+    argv = ["oneshot", "--source", source, "--output", folder, *arguments]
+    args = build_parser().parse_args(argv)
+    args.command_line = " ".join([PROG] + [shlex.quote(a) for a in argv])
+    run_oneshot(args)
+
+
+def _record(name, method, setting, summary, **values):
+    record = {"name": name, "method": method, "setting": setting}
+    record.update(values)
+    record.update(
+        {
+            key: summary[key]
+            for key in ("wer", "rtf", "insertions")
+            if key in summary
+        }
+    )
+    return record
 
 
 def run_sweep(
@@ -148,40 +190,38 @@ def run_sweep(
     -------
     list of dict
     """
-    from sb_compress.cli import main as cli_main
+    from sb_compress.evaluate import read_csv
+    from sb_compress.export import resolve_source
 
     check_settings(methods, sparsities, bits)
+    read_csv(csv_path, limit)  # a bad CSV fails before any work
+    source_dir = resolve_source(source)
     os.makedirs(output, exist_ok=True)
     dense = _evaluated(
         os.path.join(output, "dense"),
-        source,
+        source_dir,
         csv_path,
         batch_size,
         device,
         limit,
     )
     records = [
-        {
-            "name": "dense",
-            "method": "dense",
-            "setting": None,
-            "achieved_sparsity": 0.0,
-            "bytes_on_disk": weight_bytes(source),
-            "wer": dense["wer"],
-            "rtf": dense["rtf"],
-            "folder": source,
-        }
+        _record(
+            "dense",
+            "dense",
+            None,
+            dense,
+            achieved_sparsity=0.0,
+            bytes_on_disk=weight_bytes(source_dir),
+            folder=source,
+        )
     ]
+    write_sweep(output, records, csv_path, plot=False)
     for name, arguments, method, setting in configurations(
         methods, sparsities, bits, group_size
     ):
         folder = os.path.join(output, name)
-        if not os.path.isfile(os.path.join(folder, "compression_report.json")):
-            code = cli_main(
-                ["oneshot", "--source", source, "--output", folder, *arguments]
-            )
-            if code != 0:
-                raise SweepError(f"{name}: sb-compress oneshot exited {code}")
+        _compress(source, folder, arguments)
         with open(os.path.join(folder, "compression_report.json")) as f:
             report = json.load(f)
         summary = _evaluated(
@@ -189,17 +229,17 @@ def run_sweep(
         )
         size = (report.get("file") or {}).get("bytes_on_disk")
         records.append(
-            {
-                "name": name,
-                "method": method,
-                "setting": setting,
-                "achieved_sparsity": report.get("achieved_sparsity"),
-                "bytes_on_disk": size or weight_bytes(folder),
-                "wer": summary["wer"],
-                "rtf": summary["rtf"],
-                "folder": folder,
-            }
+            _record(
+                name,
+                method,
+                setting,
+                summary,
+                achieved_sparsity=report.get("achieved_sparsity"),
+                bytes_on_disk=size or weight_bytes(folder),
+                folder=folder,
+            )
         )
+        write_sweep(output, records, csv_path, plot=False)
     write_sweep(output, records, csv_path)
     return records
 
@@ -210,15 +250,15 @@ def format_markdown(records):
     Example
     -------
     >>> print(format_markdown([{"name": "dense", "method": "dense",
-    ...     "setting": None, "achieved_sparsity": 0.0,
+    ...     "setting": None, "achieved_sparsity": 0.0, "insertions": 3,
     ...     "bytes_on_disk": 2048, "wer": 9.5, "rtf": 0.1}]).splitlines()[2])
-    | dense | dense | - | 0.0% | 2,048 | 100.0% | 9.50 | 0.100 |
+    | dense | dense | - | 0.0% | 2,048 | 100.0% | 9.50 | 3 | 0.100 |
     """
     dense = records[0]["bytes_on_disk"] or 1
     lines = [
         "| model | method | setting | sparsity | bytes on disk | "
-        "% of dense | WER % | RTF |",
-        "|---|---|---|---|---|---|---|---|",
+        "% of dense | WER % | insertions | RTF |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         setting = "-" if r["setting"] is None else str(r["setting"])
@@ -226,7 +266,7 @@ def format_markdown(records):
         lines.append(
             f"| {r['name']} | {r['method']} | {setting} | {sparsity:.1%} | "
             f"{r['bytes_on_disk']:,} | {r['bytes_on_disk'] / dense:.1%} | "
-            f"{r['wer']:.2f} | {r['rtf']:.3f} |"
+            f"{r['wer']:.2f} | {r.get('insertions', '-')} | {r['rtf']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -293,10 +333,32 @@ def plot_pareto(records, png_path):
     return png_path
 
 
-def write_sweep(output, records, csv_path=None):
-    """Writes ``sweep.json``, ``sweep.md`` and ``pareto.png``."""
-    with open(os.path.join(output, "sweep.json"), "w", encoding="utf-8") as f:
-        json.dump({"csv": csv_path, "models": records}, f, indent=2)
-    with open(os.path.join(output, "sweep.md"), "w", encoding="utf-8") as f:
-        f.write(format_markdown(records))
-    plot_pareto(records, os.path.join(output, "pareto.png"))
+def write_sweep(output, records, csv_path=None, plot=True):
+    """Writes ``sweep.json``, ``sweep.md`` and ``pareto.png``, each
+    through a temporary file renamed into place.
+
+    Arguments
+    ---------
+    output : str
+        The sweep's folder.
+    records : list of dict
+        The dense model first, then one per compressed model.
+    csv_path : str, optional
+        Recorded in ``sweep.json``.
+    plot : bool
+        Also draw ``pareto.png``.
+    """
+    data = {"csv": csv_path, "models": records}
+    for name, text in (
+        ("sweep.json", json.dumps(data, indent=2)),
+        ("sweep.md", format_markdown(records)),
+    ):
+        path = os.path.join(output, name)
+        with open(path + ".partial", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".partial", path)
+    if not plot:
+        return
+    path = os.path.join(output, "pareto.png")
+    plot_pareto(records, path + ".partial.png")
+    os.replace(path + ".partial.png", path)

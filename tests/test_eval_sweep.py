@@ -228,6 +228,31 @@ def test_sweep_writes_json_markdown_and_a_pareto_png(tiny_sources, tmp_path):
         assert image.size[0] > 300
     for name in names[1:]:
         assert (output / name / "eval" / "summary.json").is_file()
+    assert all("insertions" in r for r in records)
+
+
+def test_a_second_sweep_reuses_the_models_and_evaluations(
+    tiny_sources, tmp_path
+):
+    csv_path = _three_utterances(tmp_path)
+    output = tmp_path / "sweep"
+    command = ["sweep", "--source", tiny_sources["wav2vec2_ctc"]]
+    command += ["--csv", csv_path, "--methods", "magnitude,quant"]
+    command += ["--sparsity", "0.5", "--bits", "8", "--output", str(output)]
+    assert main(command) == 0
+    first = (output / "sweep.json").read_text()
+    files = [
+        output / "magnitude-0.5" / "model.safetensors",
+        output / "quant-int8" / "eval" / "summary.json",
+    ]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert main(command) == 0
+    assert (output / "sweep.json").read_text() == first
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert main(command + ["--limit", "2"]) == 0  # other utterances
+    summary = json.loads(files[1].read_text())
+    assert summary["utterances"] == 2
+    assert files[0].stat().st_mtime_ns == stamps[0]
 
 
 def test_sweep_with_a_bad_method_fails_before_any_work(
