@@ -250,7 +250,13 @@ def build_parser():
         "recipe's output folder or its compressed/ folder) or "
         "WhisperASR.from_hparams (any Whisper folder) loads.",
     )
-    export.add_argument("source", metavar="CHECKPOINT_OR_DIR")
+    export.add_argument(
+        "source",
+        metavar="CHECKPOINT_OR_DIR",
+        help="a CTC or Whisper recipe's output folder or its compressed/ "
+        "folder (the exported checkpoint), a one-shot Whisper folder or a "
+        "Whisper transformers folder",
+    )
     export.add_argument("--output", required=True, metavar="HUB_DIR")
     export.add_argument(
         "--overwrite", action="store_true", help="replace HUB_DIR"
