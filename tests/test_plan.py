@@ -42,11 +42,13 @@ def _load(tiny_sources, tmp_path, modifiers):
         ),
         (
             "- method: pinch\n  sparsity: 1.2\n",
-            "compression.modifiers[0].sparsity = 1.2: must be a fraction in [0, 1)",
+            "compression.modifiers[0].sparsity = 1.2: must be a fraction "
+            "in [0, 1)",
         ),
         (
             "- method: pinch\n  sparsity: -0.1\n",
-            "compression.modifiers[0].sparsity = -0.1: must be a fraction in [0, 1)",
+            "compression.modifiers[0].sparsity = -0.1: must be a fraction "
+            "in [0, 1)",
         ),
         (
             "- method: magnitude\n  sparsity: 0.5\n- method: pinch\n"
