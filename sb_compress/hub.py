@@ -455,6 +455,8 @@ def _unpack(path):
     import tarfile
     import tempfile
 
+    from sb_compress.export.save import _move_into_place
+
     folder = os.path.abspath(path) + ".d"
     stat = os.stat(path)
     stamp = f"{os.path.realpath(path)} {stat.st_size} {stat.st_mtime_ns}"
@@ -470,9 +472,7 @@ def _unpack(path):
             archive.extractall(staging, filter="data")
         with open(os.path.join(staging, ".complete"), "w") as f:
             f.write(stamp)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        _move_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -576,7 +576,7 @@ def _write_hub_folder(output, overwrite, files, card):
     import shutil
     import tempfile
 
-    from sb_compress.export.save import check_output_dir
+    from sb_compress.export.save import _move_into_place, check_output_dir
 
     check_output_dir(output, overwrite)
     parent = os.path.dirname(os.path.abspath(output))
@@ -586,9 +586,7 @@ def _write_hub_folder(output, overwrite, files, card):
         files(staging)
         with open(os.path.join(staging, "README.md"), "w") as f:
             f.write(card)
-        if os.path.isdir(output):
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        _move_into_place(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
