@@ -30,7 +30,6 @@ import copy
 import csv
 import json
 import os
-import re
 import time
 
 import jiwer
@@ -38,6 +37,7 @@ import soundfile
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from sb_compress.evaluate import normalise
 from sb_compress.oneshot import compress_oneshot
 from sb_compress.plan import Plan
 
@@ -95,12 +95,6 @@ def read_csv(path, skip=0, limit=None):
     if limit is not None:
         rows = rows[:limit]
     return [(os.path.join(folder, r["wav"]), r["wrd"]) for r in rows]
-
-
-def normalise(text):
-    """Upper-case, punctuation (except apostrophes) removed."""
-    text = re.sub(r"[^\w\s']", " ", text.upper()).replace("_", " ")
-    return " ".join(text.split())
 
 
 def features(processor, utterances, batch_size):

@@ -32,7 +32,6 @@ import csv
 import json
 import os
 import random
-import re
 import tempfile
 import time
 
@@ -43,6 +42,7 @@ from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from sb_compress import Plan
+from sb_compress.evaluate import normalise
 from sb_compress.export.pack import packed_sizes, plan_codes, save_packed_atomic
 
 #: name -> (bits, group size, N:M, learnt scales); None bits = dense.
@@ -85,12 +85,6 @@ def read_csv(path, limit=None):
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:limit]
     return [(os.path.join(folder, r["wav"]), r["wrd"]) for r in rows]
-
-
-def normalise(text):
-    """Upper case, punctuation (except apostrophes) removed."""
-    text = re.sub(r"[^\w\s']", " ", text.upper()).replace("_", " ")
-    return " ".join(text.split())
 
 
 def sentence_case(text):
