@@ -11,7 +11,14 @@ in the same order and the same seed:
 - ``magnitude``: gradual magnitude pruning (cubic schedule);
 - ``pinch``: self-pinching gates (Lagrangian control);
 - ``kmeans``: data-free k-means (mixed allocation) once at the start, mask
-  frozen while fine-tuning.
+  frozen while fine-tuning;
+- ``fold2``, ``fold3`` (``foldN``): the encoder folded to ``N`` physical
+  blocks (seeds: evenly spaced pretrained layers) unfolded to its full
+  depth, trained jointly as ``CompressionBrain`` trains a ``fold``
+  modifier (task loss at the full depth, the seed depth and a drawn
+  depth, KL from the full depth to the seed depth), then decoded at every
+  depth from ``N`` to the full one. The dense model is also decoded with
+  only its first layers at those depths (no retraining), for reference.
 
 All target the attention and FFN Linears of the encoder through
 ``sb_compress.Plan``. After training the plan is hardened, the model is
@@ -64,7 +71,7 @@ from sb_compress import Plan
 
 ALPHABET = " ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
 BLANK = 0
-METHODS = ("dense", "magnitude", "pinch", "kmeans")
+METHODS = ("dense", "magnitude", "pinch", "kmeans", "fold2", "fold3")
 SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100
 
@@ -108,6 +115,12 @@ def parse_arguments():
     )
     parser.add_argument("--pinch-kappa-start", type=float, default=0.1)
     parser.add_argument("--pinch-kappa-end", type=float, default=0.001)
+    parser.add_argument(
+        "--fold-kl-weight",
+        type=float,
+        default=1.0,
+        help="fold methods: weight of the KL term (FoldEncoder.kl_weight)",
+    )
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
@@ -257,6 +270,24 @@ def hard_sparsity(model, plan):
     return zeros / total
 
 
+def fold_physical(method):
+    """``N`` of a ``foldN`` method, else ``None``."""
+    match = re.fullmatch(r"fold(\d+)", method)
+    return int(match.group(1)) if match else None
+
+
+def ctc_loss(log_probs, targets, frames, lengths):
+    """Mean CTC loss of a batch (``log_probs``: batch, frames, labels)."""
+    return F.ctc_loss(
+        log_probs.transpose(0, 1),
+        targets,
+        frames,
+        lengths,
+        blank=BLANK,
+        zero_infinity=True,
+    )
+
+
 def train_one(method, args, data, batch_order, device):
     """Fine-tunes one method; returns its results."""
     torch.manual_seed(args.seed)
@@ -266,7 +297,14 @@ def train_one(method, args, data, batch_order, device):
     plan = None
     own = set()
     extra_optimizers = []
-    if method != "dense":
+    physical = fold_physical(method)
+    if physical is not None:
+        fold = {"method": "fold", "physical": physical}
+        fold["kl_weight"] = args.fold_kl_weight
+        plan = Plan(model, [fold])
+        plan.prepare()
+        plan.resolve_schedule(args.steps)
+    elif method != "dense":
         modifier = method_modifiers(args)[method]
         plan = Plan(model, [modifier])
         plan.prepare()
@@ -300,18 +338,16 @@ def train_one(method, args, data, batch_order, device):
         mel, targets, lengths, frames = collate(
             data["train_features"], train, batch, device
         )
+        batch_ctc = (targets, frames, lengths)
         log_probs = head(encode(model.encoder, mel)).log_softmax(-1)
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1),
-            targets,
-            frames,
-            lengths,
-            blank=BLANK,
-            zero_infinity=True,
-        )
+        loss = ctc_loss(log_probs, targets, frames, lengths)
         total = loss
         if plan is not None:
             extra = plan.loss()
+            if physical is not None:
+                extra = joint_fold_loss(
+                    plan.modifiers[0], model, head, mel, log_probs, batch_ctc
+                )
             if extra is not None:
                 total = loss + extra
         optimizer.zero_grad(set_to_none=True)
@@ -329,6 +365,13 @@ def train_one(method, args, data, batch_order, device):
 
     sparsity = 0.0
     soft = None
+    if physical is not None:
+        return fold_results(method, plan, model, head, data, args, device) | {
+            "steps": len(batch_order),
+            "train_seconds": train_seconds,
+            "first_loss": float(np.mean(losses[:10])),
+            "last_loss": float(np.mean(losses[-10:])),
+        }
     if plan is not None:
         if method == "pinch":
             soft = float(plan.modifiers[0].last_sparsity)
@@ -336,8 +379,12 @@ def train_one(method, args, data, batch_order, device):
         model = plan.finalized_model()
         sparsity = hard_sparsity(model, plan)
     wer, hypotheses = evaluate(model, head, data, args.batch_size, device)
+    depth_wers = {}
+    if method == "dense":
+        depth_wers = truncated_wers(model, head, data, args, device)
     return {
         "method": method,
+        "depth_wers": depth_wers,
         "settings": plan.settings() if plan is not None else None,
         "steps": len(batch_order),
         "train_seconds": train_seconds,
@@ -348,6 +395,68 @@ def train_one(method, args, data, batch_order, device):
         "wer": wer,
         "examples": hypotheses[:3],
     }
+
+
+def joint_fold_loss(fold, model, head, mel, log_probs, batch_ctc):
+    """The fold modifier's extra terms on this batch (see
+    ``FoldEncoder.joint_loss``): the same features through the encoder at
+    the seed depth and at the drawn depth."""
+    frames = batch_ctc[1]
+    relative = frames.float() / log_probs.shape[1]
+
+    def run(depth):
+        with fold.depth(depth):
+            student = head(encode(model.encoder, mel)).log_softmax(-1)
+        return ctc_loss(student, *batch_ctc), (student, relative)
+
+    return fold.joint_loss((log_probs, relative), run)
+
+
+def fold_results(method, plan, model, head, data, args, device):
+    """WER of a folded model at every depth, with its parameter counts."""
+    from sb_compress.methods.fold import parameter_counts
+
+    fold = plan.modifiers[0]
+    depth_wers, examples = {}, {}
+    for depth in range(fold.physical, fold.max_depth + 1):
+        with fold.depth(depth):
+            wer, hypotheses = evaluate(
+                model, head, data, args.batch_size, device
+            )
+        depth_wers[depth] = wer
+        examples[depth] = hypotheses[:3]
+    return {
+        "method": method,
+        "settings": plan.settings(),
+        "depth_wers": depth_wers,
+        "parameters": parameter_counts(model),
+        "soft_sparsity": None,
+        "sparsity": 0.0,
+        "wer": depth_wers[fold.max_depth],
+        "examples": examples[fold.max_depth],
+    }
+
+
+def truncated_wers(model, head, data, args, device):
+    """WER of a dense model run with only its first layers: every depth
+    below the full one that a ``foldN`` method is decoded at."""
+    smallest = min(
+        (fold_physical(m) for m in args.methods if fold_physical(m)),
+        default=None,
+    )
+    layers = model.encoder.layers
+    wers = {}
+    if smallest is None:
+        return wers
+    for depth in range(smallest, len(layers)):
+        model.encoder.layers = layers[:depth]
+        try:
+            wers[depth] = evaluate(model, head, data, args.batch_size, device)[
+                0
+            ]
+        finally:
+            model.encoder.layers = layers
+    return wers
 
 
 @torch.no_grad()
@@ -378,7 +487,8 @@ def batch_schedule(batches, steps, seed):
 
 
 def print_table(results):
-    """Prints sparsity, WER and WER relative to dense."""
+    """Prints sparsity, WER and WER relative to dense, then the WER per
+    depth of the fold methods (and of the dense model truncated)."""
     dense = next((r["wer"] for r in results if r["method"] == "dense"), None)
     print("\n| method | sparsity | WER % | rel. to dense | train min |")
     print("|---|---|---|---|---|")
@@ -390,6 +500,20 @@ def print_table(results):
             f"| {r['method']} | {100 * r['sparsity']:.1f}% | "
             f"{r['wer']:.2f} | {relative} | {r['train_seconds'] / 60:.1f} |"
         )
+    rows = [r for r in results if r.get("depth_wers")]
+    if not rows:
+        return
+    print("\n| method | depth | WER % | rel. to dense (full depth) |")
+    print("|---|---|---|---|")
+    for r in rows:
+        wers = dict(r["depth_wers"])
+        if r["method"] == "dense":
+            wers[max(wers) + 1] = r["wer"]
+        for depth, wer in sorted(wers.items()):
+            relative = "-"
+            if dense:
+                relative = f"{100.0 * (wer - dense) / dense:+.1f}%"
+            print(f"| {r['method']} | {depth} | {wer:.2f} | {relative} |")
 
 
 def main():
