@@ -451,11 +451,9 @@ def _unpack(path):
     savedir) to ``<path>.d`` beside it, never beside the file it links to
     (the hub folder or the Hugging Face cache stay untouched); again only
     when the archive changed."""
-    import shutil
     import tarfile
-    import tempfile
 
-    from sb_compress.export.save import _move_into_place
+    from sb_compress.export.save import staged_folder
 
     folder = os.path.abspath(path) + ".d"
     stat = os.stat(path)
@@ -465,17 +463,11 @@ def _unpack(path):
         with open(marker) as f:
             if f.read() == stamp:
                 return folder
-    parent = os.path.dirname(folder)
-    staging = tempfile.mkdtemp(prefix=".unpack_", dir=parent)
-    try:
+    with staged_folder(folder) as staging:
         with tarfile.open(path) as archive:
             archive.extractall(staging, filter="data")
         with open(os.path.join(staging, ".complete"), "w") as f:
             f.write(stamp)
-        _move_into_place(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 
@@ -573,23 +565,13 @@ def _archive(folder, path):
 def _write_hub_folder(output, overwrite, files, card):
     """Writes ``output`` all or nothing: ``files(staging)`` writes the
     folder's files, then ``README.md`` gets ``card``."""
-    import shutil
-    import tempfile
-
-    from sb_compress.export.save import _move_into_place, check_output_dir
+    from sb_compress.export.save import check_output_dir, staged_folder
 
     check_output_dir(output, overwrite)
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".sb_compress_hub_", dir=parent)
-    try:
+    with staged_folder(output) as staging:
         files(staging)
         with open(os.path.join(staging, "README.md"), "w") as f:
             f.write(card)
-        _move_into_place(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output
 
 

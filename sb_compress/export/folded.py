@@ -21,16 +21,14 @@ Authors
 
 import json
 import os
-import shutil
-import tempfile
 
 from sb_compress.export.save import (
     CompressedFormatError,
-    _move_into_place,
     _read_config,
     check_output_dir,
     model_class_for,
     register_format,
+    staged_folder,
 )
 from sb_compress.methods.fold import (
     FOLD_KEY,
@@ -191,10 +189,7 @@ def save_folded(
     report.update(report_extra or {})
     folder = os.path.abspath(folder)
     check_output_dir(folder, overwrite)
-    parent, name = os.path.split(folder)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
+    with staged_folder(folder) as staging:
         save_file(state, os.path.join(staging, WEIGHTS))
         with open(os.path.join(staging, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
@@ -202,10 +197,6 @@ def save_folded(
         write_report(staging, report)
         if extra_files is not None:
             extra_files(staging)
-        _move_into_place(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 
 

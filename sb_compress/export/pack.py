@@ -45,8 +45,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 
@@ -54,7 +52,6 @@ import torch
 
 from sb_compress.export.save import (
     CompressedFormatError,
-    _move_into_place,
     _read_config,
     _write_extra_files,
     check_model_type,
@@ -62,6 +59,7 @@ from sb_compress.export.save import (
     copy_processor_files,
     model_class_for,
     register_format,
+    staged_folder,
 )
 from sb_compress.methods.quant import dequantize, qrange
 
@@ -525,19 +523,12 @@ def save_packed_atomic(
     """
     output_dir = os.path.abspath(output_dir)
     check_output_dir(output_dir, overwrite)
-    parent, name = os.path.split(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
+    with staged_folder(output_dir) as staging:
         write_packed(model, layers, staging)
         if source_dir is not None:
             copy_processor_files(source_dir, staging)
         if extra_files is not None:
             _write_extra_files(staging, extra_files)
-        _move_into_place(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 

@@ -15,6 +15,7 @@ Authors
  * sb_compress team 2026
 """
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -382,6 +383,43 @@ def _move_into_place(staging, output_dir):
     shutil.rmtree(aside, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_folder(output_dir):
+    """Yields a hidden sibling folder (``.<name>.tmp-*``) to write into;
+    when the ``with`` body ends without an exception it replaces
+    ``output_dir`` (see :func:`_move_into_place`), otherwise it is removed
+    and ``output_dir`` is left as it was.
+
+    Arguments
+    ---------
+    output_dir : str
+        The folder the staged files become.
+
+    Yields
+    ------
+    str
+        The staging folder's path.
+
+    Example
+    -------
+    >>> folder = os.path.join(tempfile.mkdtemp(), "out")
+    >>> with staged_folder(folder) as staging:
+    ...     open(os.path.join(staging, "a.txt"), "w").close()
+    >>> os.listdir(folder)
+    ['a.txt']
+    """
+    output_dir = os.path.abspath(output_dir)
+    parent, name = os.path.split(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    try:
+        yield staging
+        _move_into_place(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _check_not_parametrized(model):
     from torch.nn.utils import parametrize
 
@@ -450,19 +488,12 @@ def save_pretrained_atomic(
     _check_not_parametrized(model)
     output_dir = os.path.abspath(output_dir)
     check_output_dir(output_dir, overwrite)
-    parent, name = os.path.split(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
+    with staged_folder(output_dir) as staging:
         model.save_pretrained(staging)
         if source_dir is not None:
             copy_processor_files(source_dir, staging)
         if extra_files is not None:
             _write_extra_files(staging, extra_files)
-        _move_into_place(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 
