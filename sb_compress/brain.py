@@ -256,20 +256,30 @@ class CompressionBrain(sb.Brain):
 
     def compression_stats(self):
         """Achieved sparsity, parameter counts and bytes of the model as it
-        would be exported now (hard masks)."""
+        would be exported now (hard masks). A folded model has no sparsity:
+        its stored (physical) parameters and its parameters unfolded to the
+        largest depth are given instead."""
+        from sb_compress.methods.fold import parameter_counts
         from sb_compress.report import count_parameters
 
         model = self.compression.root_model
-        masks = {}
-        for modifier in self.compression.modifiers:
-            masks.update(modifier.keep_masks())
-        counts = count_parameters(model, masks)
-        stats = {
-            "achieved_sparsity": counts["achieved_sparsity"],
-            "params_total": counts["params_total"],
-            "params_nonzero": counts["params_nonzero"],
-            "bytes": counts["bytes_dense"],
-        }
+        if any(m.method == "fold" for m in self.compression.modifiers):
+            counts = parameter_counts(model)
+            stats = {
+                "params_stored": counts["physical"],
+                "params_unfolded": counts["logical"][max(counts["logical"])],
+            }
+        else:
+            masks = {}
+            for modifier in self.compression.modifiers:
+                masks.update(modifier.keep_masks())
+            counts = count_parameters(model, masks)
+            stats = {
+                "achieved_sparsity": counts["achieved_sparsity"],
+                "params_total": counts["params_total"],
+                "params_nonzero": counts["params_nonzero"],
+                "bytes": counts["bytes_dense"],
+            }
         for i, modifier in enumerate(self.compression.modifiers):
             if hasattr(modifier, "target_sparsity"):
                 step = int(self.compression.step)

@@ -435,6 +435,8 @@ def test_each_step_trains_the_largest_the_seed_and_a_drawn_depth(
     assert {"fold loss_depth1", "fold kl", "fold loss_sampled_depth"} <= set(
         stats
     )
+    assert "achieved_sparsity" not in stats
+    assert stats["params_stored"] < stats["params_unfolded"]
 
 
 def test_zero_weights_skip_their_forward(tiny_sources, tmp_path):
