@@ -4,6 +4,8 @@ depths, folded exports."""
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import speechbrain as sb
@@ -17,6 +19,7 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
 from speechbrain.nnet.losses import ctc_loss
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
+from transformers import Wav2Vec2Model
 
 import sb_compress
 from sb_compress import CompressionBrain, Plan
@@ -600,3 +603,41 @@ def test_fold_must_be_the_plans_only_modifier(tiny_sources):
 def test_unsupported_model_fails_naming_the_modifier():
     with pytest.raises(ValueError, match=r"^c: Linear: folding supports"):
         FoldEncoder(physical=1).bind(torch.nn.Linear(2, 2), "c")
+
+
+def test_two_process_gloo_run_keeps_the_shared_block_identical_across_ranks(
+    tiny_sources, tmp_path
+):
+    here = os.path.dirname(os.path.abspath(__file__))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        os.path.join(here, "fold_ddp.py"),
+        tiny_sources["wav2vec2"],
+        str(tmp_path),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=here
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["step"] == 4  # 8 waveforms, 2 ranks, batch 2, 2 epochs
+    assert ranks[0]["layers"] == 3  # back at the largest depth
+    assert {
+        "fold kl",
+        "fold loss_depth1",
+        "fold loss_sampled_depth",
+        "params_stored",
+    } <= set(ranks[0]["stats"])
+    blocks = [k for k in ranks[0] if ".layers." in k]
+    assert blocks and all(".layers.0." in k for k in blocks)  # one block
+    for key, value in ranks[0].items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, ranks[1][key]), key
+    initial = Wav2Vec2Model.from_pretrained(tiny_sources["wav2vec2"])
+    start = initial.state_dict()
+    moved = [(ranks[0][k] - start[k]).abs().max() for k in blocks]
+    assert max(moved) > 0  # the shared block was trained

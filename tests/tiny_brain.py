@@ -51,13 +51,20 @@ def waveforms(n=8, samples=4000, seed=0):
 
 
 def build(
-    source, folder, modifiers, run_opts=None, epochs=2, stop_after_epoch=None
+    source,
+    folder,
+    modifiers,
+    run_opts=None,
+    epochs=2,
+    stop_after_epoch=None,
+    head_outputs=1,
+    cls=TinyBrain,
 ):
-    """A TinyBrain with a checkpointer in ``folder``; returns (brain,
-    epoch counter)."""
+    """A TinyBrain (or ``cls``) with a checkpointer in ``folder``; returns
+    (brain, epoch counter)."""
     torch.manual_seed(0)
     wav2vec2 = Wav2Vec2(source, save_path=os.path.join(folder, "hub"))
-    head = torch.nn.Linear(wav2vec2.model.config.hidden_size, 1)
+    head = torch.nn.Linear(wav2vec2.model.config.hidden_size, head_outputs)
     counter = EpochCounter(epochs)
     plan = Plan(wav2vec2, modifiers)
     modules = {"wav2vec2": wav2vec2, "head": head}
@@ -66,7 +73,7 @@ def build(
         recoverables={**modules, "counter": counter},
     )
     run_opts = {"device": "cpu", **(run_opts or {})}
-    brain = TinyBrain(
+    brain = cls(
         modules=modules,
         hparams={
             "compression": plan,
