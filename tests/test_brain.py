@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import speechbrain as sb
@@ -16,6 +14,7 @@ from tiny_brain import (
     TinyBrain,
     build,
     learnt_state,
+    run_two_ranks,
     waveforms,
 )
 
@@ -153,21 +152,7 @@ def test_brain_without_a_compression_block_says_what_to_add():
 def test_two_process_gloo_run_keeps_gates_identical_across_ranks(
     tiny_sources, tmp_path
 ):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        os.path.join(HERE, "tiny_brain.py"),
-        tiny_sources["wav2vec2"],
-        str(tmp_path),
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = run_two_ranks("tiny_brain.py", tiny_sources["wav2vec2"], tmp_path)
     assert ranks[0]["step"] == 4
     _assert_same_state(*ranks)
     assert (tmp_path / "compressed" / "compression_report.json").exists()

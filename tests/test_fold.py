@@ -4,8 +4,6 @@ depths, folded exports."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import speechbrain as sb
@@ -19,6 +17,7 @@ from speechbrain.lobes.models.transformer.TransformerASR import (
 from speechbrain.nnet.losses import ctc_loss
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
+from tiny_brain import run_two_ranks
 from transformers import Wav2Vec2Model
 
 import sb_compress
@@ -608,22 +607,7 @@ def test_unsupported_model_fails_naming_the_modifier():
 def test_two_process_gloo_run_keeps_the_shared_block_identical_across_ranks(
     tiny_sources, tmp_path
 ):
-    here = os.path.dirname(os.path.abspath(__file__))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        os.path.join(here, "fold_ddp.py"),
-        tiny_sources["wav2vec2"],
-        str(tmp_path),
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, cwd=here
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = run_two_ranks("fold_ddp.py", tiny_sources["wav2vec2"], tmp_path)
     assert ranks[0]["step"] == 4  # 8 waveforms, 2 ranks, batch 2, 2 epochs
     assert ranks[0]["layers"] == 3  # back at the largest depth
     assert {

@@ -1,12 +1,10 @@
 """HardConcrete structured pruning: gates, expected size, control, resume."""
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from tiny_brain import run_two_ranks
 
 from sb_compress import Plan
 from sb_compress.export.save import load_source
@@ -170,22 +168,9 @@ def test_harden_makes_dense_export_match_gated_model(tiny_sources):
 def test_two_process_gloo_run_keeps_gates_identical_across_ranks(
     tiny_sources, tmp_path
 ):
-    here = os.path.dirname(os.path.abspath(__file__))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        os.path.join(here, "hardconcrete_ddp.py"),
-        tiny_sources["wav2vec2"],
-        str(tmp_path),
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, cwd=here
+    ranks = run_two_ranks(
+        "hardconcrete_ddp.py", tiny_sources["wav2vec2"], tmp_path
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert ranks[0]["step"] == 4
     assert ranks[0].keys() == ranks[1].keys()
     for key, value in ranks[0].items():

@@ -6,6 +6,7 @@ compression learnt to ``OUT/rank<r>.pt``.
 """
 
 import os
+import subprocess
 import sys
 
 import speechbrain as sb
@@ -84,6 +85,28 @@ def build(
         checkpointer=checkpointer,
     )
     return brain, counter
+
+
+def run_two_ranks(script, source, out):
+    """Runs ``torchrun --standalone --nproc_per_node=2 SCRIPT SOURCE OUT``
+    (``script`` in this folder) and returns what each rank saved to
+    ``OUT/rank<r>.pt``; fails with the end of its stderr."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        os.path.join(here, script),
+        source,
+        str(out),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=here
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [torch.load(os.path.join(out, f"rank{r}.pt")) for r in (0, 1)]
 
 
 def learnt_state(brain):
