@@ -158,6 +158,7 @@ def save_folded(
 
     Example
     -------
+    >>> import tempfile
     >>> import torch
     >>> from speechbrain.lobes.models.transformer.Conformer import (
     ...     ConformerEncoder)
