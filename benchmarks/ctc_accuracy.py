@@ -256,6 +256,15 @@ def method_modifiers(args):
             **common,
         },
         "kmeans": {"method": "kmeans", "allocation": "mixed", **common},
+        **{
+            method: {
+                "method": "fold",
+                "physical": fold_physical(method),
+                "kl_weight": args.fold_kl_weight,
+            }
+            for method in METHODS
+            if fold_physical(method)
+        },
     }
 
 
@@ -298,13 +307,7 @@ def train_one(method, args, data, batch_order, device):
     own = set()
     extra_optimizers = []
     physical = fold_physical(method)
-    if physical is not None:
-        fold = {"method": "fold", "physical": physical}
-        fold["kl_weight"] = args.fold_kl_weight
-        plan = Plan(model, [fold])
-        plan.prepare()
-        plan.resolve_schedule(args.steps)
-    elif method != "dense":
+    if method != "dense":
         modifier = method_modifiers(args)[method]
         plan = Plan(model, [modifier])
         plan.prepare()
@@ -341,15 +344,14 @@ def train_one(method, args, data, batch_order, device):
         batch_ctc = (targets, frames, lengths)
         log_probs = head(encode(model.encoder, mel)).log_softmax(-1)
         loss = ctc_loss(log_probs, targets, frames, lengths)
-        total = loss
-        if plan is not None:
+        extra = None
+        if physical is not None:
+            extra = joint_fold_loss(
+                plan.modifiers[0], model, head, mel, log_probs, batch_ctc
+            )
+        elif plan is not None:
             extra = plan.loss()
-            if physical is not None:
-                extra = joint_fold_loss(
-                    plan.modifiers[0], model, head, mel, log_probs, batch_ctc
-                )
-            if extra is not None:
-                total = loss + extra
+        total = loss if extra is None else loss + extra
         optimizer.zero_grad(set_to_none=True)
         for other in extra_optimizers:
             other.zero_grad(set_to_none=True)
@@ -363,15 +365,17 @@ def train_one(method, args, data, batch_order, device):
         losses.append(loss.item())
     train_seconds = time.perf_counter() - start
 
+    training = {
+        "steps": len(batch_order),
+        "train_seconds": train_seconds,
+        "first_loss": float(np.mean(losses[:10])),
+        "last_loss": float(np.mean(losses[-10:])),
+    }
+    if physical is not None:
+        results = fold_results(method, plan, model, head, data, args, device)
+        return results | training
     sparsity = 0.0
     soft = None
-    if physical is not None:
-        return fold_results(method, plan, model, head, data, args, device) | {
-            "steps": len(batch_order),
-            "train_seconds": train_seconds,
-            "first_loss": float(np.mean(losses[:10])),
-            "last_loss": float(np.mean(losses[-10:])),
-        }
     if plan is not None:
         if method == "pinch":
             soft = float(plan.modifiers[0].last_sparsity)
@@ -386,10 +390,7 @@ def train_one(method, args, data, batch_order, device):
         "method": method,
         "depth_wers": depth_wers,
         "settings": plan.settings() if plan is not None else None,
-        "steps": len(batch_order),
-        "train_seconds": train_seconds,
-        "first_loss": float(np.mean(losses[:10])),
-        "last_loss": float(np.mean(losses[-10:])),
+        **training,
         "soft_sparsity": soft,
         "sparsity": sparsity,
         "wer": wer,
@@ -440,20 +441,15 @@ def fold_results(method, plan, model, head, data, args, device):
 def truncated_wers(model, head, data, args, device):
     """WER of a dense model run with only its first layers: every depth
     below the full one that a ``foldN`` method is decoded at."""
-    smallest = min(
-        (fold_physical(m) for m in args.methods if fold_physical(m)),
-        default=None,
-    )
+    physical = [fold_physical(m) for m in args.methods if fold_physical(m)]
     layers = model.encoder.layers
     wers = {}
-    if smallest is None:
-        return wers
-    for depth in range(smallest, len(layers)):
+    for depth in range(min(physical, default=len(layers)), len(layers)):
         model.encoder.layers = layers[:depth]
         try:
-            wers[depth] = evaluate(model, head, data, args.batch_size, device)[
-                0
-            ]
+            wers[depth], _ = evaluate(
+                model, head, data, args.batch_size, device
+            )
         finally:
             model.encoder.layers = layers
     return wers
