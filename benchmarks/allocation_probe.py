@@ -33,14 +33,12 @@ import sys
 import time
 
 import torch
-from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from sb_compress.evaluate import normalise
 from sb_compress.methods.kmeans import _balanced_rows, plan_clusters
 from sb_compress.models import adapter_for
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from oneshot import decode, features, read_csv, score  # noqa: E402
+from oneshot import decode, load_dense_and_dev, score  # noqa: E402
 
 #: Largest per-layer sparsity a shifted allocation may give a layer.
 MAX_LAYER_SPARSITY = 0.95
@@ -133,12 +131,7 @@ def main():
     """Decodes every variant at every sparsity and prints a table."""
     args = parse_arguments()
     torch.set_num_threads(args.threads)
-    processor = WhisperProcessor.from_pretrained(args.source)
-    base = WhisperForConditionalGeneration.from_pretrained(args.source)
-    base = base.float().eval()
-    utterances = read_csv(args.csv, args.skip, args.limit)
-    references = [normalise(r) for _, r in utterances]
-    batches = features(processor, utterances, args.batch_size)
+    processor, base, references, batches = load_dense_and_dev(args)
     weights = {s.name: s.module.weight for s in adapter_for(base).linears()}
     results = []
     for sparsity in args.sparsities:
@@ -177,7 +170,7 @@ def main():
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(
                 {
-                    "utterances": len(utterances),
+                    "utterances": len(references),
                     "args": vars(args),
                     "results": results,
                 },

@@ -115,6 +115,25 @@ def features(processor, utterances, batch_size):
     return batches
 
 
+def load_dense_and_dev(args):
+    """The dense Whisper of ``args.source`` (float32, eval mode), its
+    processor, and the dev set of ``args`` (``csv``, ``skip``, ``limit``,
+    ``batch_size``).
+
+    Returns
+    -------
+    tuple
+        ``(processor, model, references, batches)``: normalised
+        references and log-mel batches of the utterances.
+    """
+    processor = WhisperProcessor.from_pretrained(args.source)
+    base = WhisperForConditionalGeneration.from_pretrained(args.source)
+    utterances = read_csv(args.csv, args.skip, args.limit)
+    references = [normalise(r) for _, r in utterances]
+    batches = features(processor, utterances, args.batch_size)
+    return processor, base.float().eval(), references, batches
+
+
 def decode(model, processor, batches, max_new_tokens, device="cpu"):
     """Greedy transcripts (no timestamps) of the feature batches."""
     hypotheses = []
@@ -175,12 +194,7 @@ def main():
     device = torch.device(
         args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    processor = WhisperProcessor.from_pretrained(args.source)
-    base = WhisperForConditionalGeneration.from_pretrained(args.source)
-    base = base.float().eval()
-    utterances = read_csv(args.csv, args.skip, args.limit)
-    references = [normalise(r) for _, r in utterances]
-    batches = features(processor, utterances, args.batch_size)
+    processor, base, references, batches = load_dense_and_dev(args)
 
     results = []
     configurations = (
@@ -222,12 +236,12 @@ def main():
             flush=True,
         )
     compare(results)
-    print_table(results, len(utterances))
+    print_table(results, len(references))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 {
-                    "utterances": len(utterances),
+                    "utterances": len(references),
                     "device": str(device),
                     "args": vars(args),
                     "results": results,
