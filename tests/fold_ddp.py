@@ -7,10 +7,9 @@ weights, the step and the keys of the last compression log to
 import os
 import sys
 
-import speechbrain as sb
 import torch
 from speechbrain.nnet.losses import ctc_loss
-from tiny_brain import TinyBrain, build, waveforms
+from tiny_brain import TinyBrain, build, join_gloo_group, waveforms
 
 from sb_compress.methods.fold import physical_state
 
@@ -38,13 +37,7 @@ class TinyFoldCTC(TinyBrain):
 
 if __name__ == "__main__":
     source, out = sys.argv[1], sys.argv[2]
-    run_opts = {
-        "distributed_launch": True,
-        "distributed_backend": "gloo",
-        "find_unused_parameters": True,  # wav2vec2's masked_spec_embed
-    }
-    sb.utils.distributed.ddp_init_group(run_opts)
-    rank = int(os.environ["RANK"])
+    run_opts, rank = join_gloo_group()
     brain, counter = build(
         source, out, FOLD, run_opts=run_opts, head_outputs=6, cls=TinyFoldCTC
     )

@@ -6,9 +6,8 @@ multipliers, projections and structure to ``OUT/rank<r>.pt``."""
 import os
 import sys
 
-import speechbrain as sb
 import torch
-from tiny_brain import build, waveforms
+from tiny_brain import build, join_gloo_group, waveforms
 
 STRUCTURED = [
     {"method": "hardconcrete", "sparsity": 0.5, "ramp_steps": 2, "lr": 0.5},
@@ -31,13 +30,7 @@ def learnt_state(brain):
 
 if __name__ == "__main__":
     source, out = sys.argv[1], sys.argv[2]
-    run_opts = {
-        "distributed_launch": True,
-        "distributed_backend": "gloo",
-        "find_unused_parameters": True,
-    }
-    sb.utils.distributed.ddp_init_group(run_opts)
-    rank = int(os.environ["RANK"])
+    run_opts, rank = join_gloo_group()
     brain, counter = build(source, out, STRUCTURED, run_opts=run_opts)
     brain.fit(counter, waveforms(), train_loader_kwargs={"batch_size": 2})
     torch.save(learnt_state(brain), os.path.join(out, f"rank{rank}.pt"))

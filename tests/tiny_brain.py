@@ -87,6 +87,20 @@ def build(
     return brain, counter
 
 
+def join_gloo_group():
+    """In a process torchrun started: joins its gloo (CPU) group; returns
+    the ``run_opts`` of a DDP brain and this process's rank.
+    ``find_unused_parameters``: wav2vec2's ``masked_spec_embed`` gets no
+    gradient."""
+    run_opts = {
+        "distributed_launch": True,
+        "distributed_backend": "gloo",
+        "find_unused_parameters": True,
+    }
+    sb.utils.distributed.ddp_init_group(run_opts)
+    return run_opts, int(os.environ["RANK"])
+
+
 def run_two_ranks(script, source, out):
     """Runs ``torchrun --standalone --nproc_per_node=2 SCRIPT SOURCE OUT``
     (``script`` in this folder) and returns what each rank saved to
@@ -136,13 +150,7 @@ PINCH = [
 
 if __name__ == "__main__":
     source, out = sys.argv[1], sys.argv[2]
-    run_opts = {
-        "distributed_launch": True,
-        "distributed_backend": "gloo",
-        "find_unused_parameters": True,
-    }
-    sb.utils.distributed.ddp_init_group(run_opts)
-    rank = int(os.environ["RANK"])
+    run_opts, rank = join_gloo_group()
     brain, counter = build(source, out, PINCH, run_opts=run_opts)
     brain.fit(counter, waveforms(), train_loader_kwargs={"batch_size": 2})
     torch.save(learnt_state(brain), os.path.join(out, f"rank{rank}.pt"))
