@@ -13,6 +13,19 @@ straight-through estimator. After training the plan is hardened and
 written with the real packed export; the table gives its bytes for the
 targeted layers and the whole file.
 
+Options beyond the plain recipe:
+
+- ``--teacher DIR`` distils a dense Whisper's token posteriors into every
+  compressed setting: ``(1 - a) NLL + a T^2 KL(teacher || student)`` with
+  ``a = --distill-weight`` and ``T = --distill-temperature``; the dense
+  run's ``--save-dense DIR`` writes such a teacher;
+- ``--learn-scales`` trains the quantization scales of every setting;
+  ``--nm-freeze-after S`` stops refreshing N:M masks after step ``S``;
+- ``--context-seconds S`` fine-tunes every setting, dense included, with
+  an ``S``-second encoder context instead of Whisper's 30 s (the first
+  rows of the positional table are kept): about 3x cheaper at 11 s, for
+  runs on a CPU. Utterances longer than the context are an error.
+
 SpeechBrain CSVs: ``ID,duration,wav,spk_id,wrd`` with ``wav`` relative to
 the CSV's folder. Transcripts (upper case in these CSVs) are trained in
 sentence case; WER is computed on upper-cased words without punctuation.
@@ -69,6 +82,40 @@ def parse_arguments():
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--nm-update-every", type=int, default=50)
+    parser.add_argument(
+        "--nm-freeze-after",
+        type=int,
+        default=None,
+        help="last step at which N:M masks are refreshed (default: never "
+        "frozen)",
+    )
+    parser.add_argument(
+        "--learn-scales",
+        action="store_true",
+        help="learnt quantization scales for every quantized setting "
+        "(int2 always learns them)",
+    )
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="Whisper folder whose token posteriors are distilled into "
+        "every compressed setting (e.g. the dense run's --save-dense)",
+    )
+    parser.add_argument("--distill-weight", type=float, default=0.5)
+    parser.add_argument("--distill-temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--save-dense",
+        default=None,
+        help="folder to save the dense fine-tuned model to (a teacher)",
+    )
+    parser.add_argument(
+        "--context-seconds",
+        type=float,
+        default=30.0,
+        help="encoder context: Whisper's 30 s, or shorter for speed (the "
+        "positional table is cut; every setting, dense included, is then "
+        "fine-tuned at that context)",
+    )
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--limit-dev", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -93,17 +140,24 @@ def sentence_case(text):
     return text[:1].upper() + text[1:]
 
 
-def load_features(processor, utterances, desc):
-    """Log-mel features (30 s, as Whisper expects) of every utterance."""
+def load_features(processor, utterances, desc, frames=3000):
+    """Log-mel features of every utterance: Whisper's 30 s, cut to the
+    first ``frames`` (exact: the padding only adds frames at the end)."""
     features = []
     for path, _ in tqdm(utterances, desc=desc):
         audio, rate = soundfile.read(path, dtype="float32")
         if rate != 16000:
             raise ValueError(f"{path}: {rate} Hz, expected 16000")
+        if len(audio) > frames * 160:
+            raise ValueError(
+                f"{path}: {len(audio) / 16000:.2f} s, longer than the "
+                f"encoder context ({frames / 100:.2f} s); raise "
+                "--context-seconds"
+            )
         out = processor.feature_extractor(
             audio, sampling_rate=16000, return_tensors="pt"
         )
-        features.append(out.input_features[0].to(torch.float16))
+        features.append(out.input_features[0, :, :frames].to(torch.float16))
     return torch.stack(features)
 
 
@@ -115,7 +169,7 @@ def label_ids(processor, text, start_token):
     return ids
 
 
-def modifiers(setting, nm_update_every):
+def modifiers(setting, args):
     """Plan modifiers of a setting (empty for dense)."""
     bits, group_size, nm, learn_scales = SETTINGS[setting]
     out = []
@@ -125,7 +179,8 @@ def modifiers(setting, nm_update_every):
                 "method": "nm",
                 "n": nm[0],
                 "m": nm[1],
-                "update_every": nm_update_every,
+                "update_every": args.nm_update_every,
+                "end_step": args.nm_freeze_after,
             }
         )
     if bits:
@@ -134,10 +189,52 @@ def modifiers(setting, nm_update_every):
                 "method": "quant",
                 "bits": bits,
                 "group_size": group_size,
-                "learn_scales": learn_scales,
+                "learn_scales": learn_scales or args.learn_scales,
             }
         )
     return out
+
+
+def shorten_context(model, frames):
+    """Cuts Whisper's encoder to ``frames`` mel frames (two per position)
+    by keeping the first rows of its positional table; a no-op when the
+    model already has that context."""
+    encoder = model.model.encoder
+    positions = frames // 2
+    if encoder.embed_positions.num_embeddings == positions:
+        return model
+    table = encoder.embed_positions.weight.data[:positions].clone()
+    encoder.embed_positions = torch.nn.Embedding(positions, table.shape[1])
+    encoder.embed_positions.weight.data.copy_(table)
+    encoder.embed_positions.requires_grad_(False)
+    model.config.max_source_positions = positions
+    encoder.config.max_source_positions = positions
+    return model
+
+
+def load_model(source, args, device):
+    """A Whisper model in float32 at the context of ``--context-seconds``."""
+    model = WhisperForConditionalGeneration.from_pretrained(source)
+    model = shorten_context(model.float(), context_frames(args))
+    model.config.forced_decoder_ids = None
+    return model.to(device)
+
+
+def context_frames(args):
+    """Mel frames of the encoder context (even)."""
+    return 2 * round(args.context_seconds * 50)
+
+
+def distillation_loss(logits, teacher_logits, labels, temperature):
+    """``T^2 KL(teacher || student)`` of the token posteriors, averaged
+    over the label positions."""
+    keep = labels != -100
+    student = torch.log_softmax(logits[keep] / temperature, dim=-1)
+    teacher = torch.log_softmax(teacher_logits[keep] / temperature, dim=-1)
+    kl = torch.nn.functional.kl_div(
+        student, teacher, log_target=True, reduction="batchmean"
+    )
+    return kl * temperature**2
 
 
 def batch_order(count, batch_size, steps, seed):
@@ -154,17 +251,18 @@ def batch_order(count, batch_size, steps, seed):
     return order[:steps]
 
 
-def train_one(setting, args, data, order, device):
-    """Fine-tunes one setting; returns its row."""
+def train_one(setting, args, data, order, device, teacher=None):
+    """Fine-tunes one setting (distilling ``teacher``'s token posteriors
+    into a compressed one, if given); returns its row."""
     torch.manual_seed(args.seed)
-    model = WhisperForConditionalGeneration.from_pretrained(args.source)
-    model = model.float().to(device)
-    model.config.forced_decoder_ids = None
+    model = load_model(args.source, args, device)
+    if setting == "dense":
+        teacher = None
     plan = None
     own = set()
     extra = []
     if setting != "dense":
-        plan = Plan(model, modifiers(setting, args.nm_update_every))
+        plan = Plan(model, modifiers(setting, args))
         plan.prepare()
         plan.resolve_schedule(args.steps)
         own = {id(p) for p in plan.own_parameters()}
@@ -186,7 +284,19 @@ def train_one(setting, args, data, order, device):
         padded = torch.full((len(batch), longest), -100, dtype=torch.long)
         for row, ids in enumerate(labels):
             padded[row, : len(ids)] = torch.tensor(ids)
-        loss = model(input_features=features, labels=padded.to(device)).loss
+        padded = padded.to(device)
+        output = model(input_features=features, labels=padded)
+        loss = output.loss
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(
+                    input_features=features, labels=padded
+                ).logits
+            distilled = distillation_loss(
+                output.logits, teacher_logits, padded, args.distill_temperature
+            )
+            weight = args.distill_weight
+            loss = (1 - weight) * loss + weight * distilled
         optimizer.zero_grad(set_to_none=True)
         for other in extra:
             other.zero_grad(set_to_none=True)
@@ -199,6 +309,9 @@ def train_one(setting, args, data, order, device):
             plan.on_step()
         losses.append(loss.item())
     train_s = time.perf_counter() - started
+    if setting == "dense" and args.save_dense:
+        model.save_pretrained(args.save_dense)
+        data["processor"].save_pretrained(args.save_dense)
 
     sizes = None
     if plan is not None:
@@ -217,6 +330,7 @@ def train_one(setting, args, data, order, device):
         "first_loss": sum(losses[:20]) / max(1, len(losses[:20])),
         "last_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "settings": plan.settings() if plan is not None else None,
+        "distilled": teacher is not None,
         "sizes": sizes,
     }
     row.update(evaluate(model, data, args, device))
@@ -289,21 +403,30 @@ def main():
     start_token = WhisperForConditionalGeneration.from_pretrained(
         args.source
     ).config.decoder_start_token_id
+    frames = context_frames(args)
+    if not 0 < frames <= 3000:
+        raise ValueError(
+            f"--context-seconds {args.context_seconds}: must be in (0, 30]"
+        )
     train = read_csv(args.train_csv, args.limit_train)
     dev = read_csv(args.csv, args.limit_dev)
     data = {
         "processor": processor,
         "dev": dev,
-        "train_features": load_features(processor, train, "train"),
+        "train_features": load_features(processor, train, "train", frames),
         "train_labels": [
             label_ids(processor, t, start_token) for _, t in train
         ],
-        "dev_features": load_features(processor, dev, "dev"),
+        "dev_features": load_features(processor, dev, "dev", frames),
     }
     order = batch_order(len(train), args.batch_size, args.steps, args.seed)
+    teacher = None
+    if args.teacher:
+        teacher = load_model(args.teacher, args, device).eval()
+        teacher.requires_grad_(False)
     rows = []
     for setting in args.settings:
-        rows.append(train_one(setting, args, data, order, device))
+        rows.append(train_one(setting, args, data, order, device, teacher))
         print_table(rows)
     if args.json:
         result = {
