@@ -24,7 +24,17 @@ Options beyond the plain recipe:
 - ``--context-seconds S`` fine-tunes every setting, dense included, with
   an ``S``-second encoder context instead of Whisper's 30 s (the first
   rows of the positional table are kept): about 3x cheaper at 11 s, for
-  runs on a CPU. Utterances longer than the context are an error.
+  runs on a CPU. Utterances longer than the context are an error;
+- ``--precision bf16`` runs the training forwards (student and teacher)
+  under bfloat16 autocast (about 1.9x faster on a CPU with AMX); the
+  weights, the optimizer and the dev decoding stay float32;
+- ``--lr-schedule linear`` decays the learning rate linearly to 0 after
+  the warm-up (default: constant);
+- ``--cache DIR`` keeps the log-mel features of each CSV there (keyed by
+  the CSV's path, size and modification time, the context and the
+  limit), so later runs skip the feature extraction.
+
+``--train-csv`` takes several CSVs (their utterances are concatenated).
 
 SpeechBrain CSVs: ``ID,duration,wav,spk_id,wrd`` with ``wav`` relative to
 the CSV's folder. Transcripts (upper case in these CSVs) are trained in
@@ -41,7 +51,9 @@ Authors
 """
 
 import argparse
+import contextlib
 import csv
+import hashlib
 import json
 import os
 import random
@@ -72,7 +84,9 @@ def parse_arguments():
     """Returns the command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True, help="Whisper folder")
-    parser.add_argument("--train-csv", required=True)
+    parser.add_argument(
+        "--train-csv", required=True, nargs="+", help="one or more CSVs"
+    )
     parser.add_argument("--csv", required=True, help="dev CSV (decoded)")
     parser.add_argument(
         "--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS
@@ -81,6 +95,18 @@ def parse_arguments():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument(
+        "--lr-schedule", choices=("constant", "linear"), default="constant"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="autocast dtype of the training forwards",
+    )
+    parser.add_argument(
+        "--cache", default=None, help="folder for cached log-mel features"
+    )
     parser.add_argument("--nm-update-every", type=int, default=50)
     parser.add_argument(
         "--nm-freeze-after",
@@ -132,6 +158,36 @@ def read_csv(path, limit=None):
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:limit]
     return [(os.path.join(folder, r["wav"]), r["wrd"]) for r in rows]
+
+
+def read_csvs(paths, limit=None):
+    """The utterances of several CSVs, in order, the first ``limit``."""
+    utterances = [u for path in paths for u in read_csv(path)]
+    return utterances[:limit]
+
+
+def cached_features(processor, paths, limit, frames, cache, desc):
+    """:func:`load_features` of the CSVs' utterances, read from or written
+    to ``cache`` (``None``: no cache)."""
+    utterances = read_csvs(paths, limit)
+    if cache is None:
+        return utterances, load_features(processor, utterances, desc, frames)
+    key = json.dumps(
+        [
+            [os.path.abspath(p), os.path.getsize(p), os.path.getmtime(p)]
+            for p in paths
+        ]
+        + [limit, frames]
+    )
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    path = os.path.join(cache, f"{desc}-{digest}.pt")
+    if os.path.exists(path):
+        return utterances, torch.load(path)
+    features = load_features(processor, utterances, desc, frames)
+    os.makedirs(cache, exist_ok=True)
+    torch.save(features, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return utterances, features
 
 
 def sentence_case(text):
@@ -237,6 +293,24 @@ def distillation_loss(logits, teacher_logits, labels, temperature):
     return kl * temperature**2
 
 
+def lr_scale(step, steps, args):
+    """Learning-rate factor at ``step``: linear warm-up, then constant or
+    a linear decay to 0 at ``steps``."""
+    warmup = max(1, args.warmup_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if args.lr_schedule == "constant":
+        return 1.0
+    return max(0.0, (steps - step) / max(1, steps - warmup))
+
+
+def autocast(args):
+    """bfloat16 autocast on the training device for ``--precision bf16``."""
+    if args.precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(args.device_type, dtype=torch.bfloat16)
+
+
 def batch_order(count, batch_size, steps, seed):
     """The same shuffled batches for every setting."""
     rng = random.Random(seed)
@@ -275,7 +349,7 @@ def train_one(setting, args, data, order, device, teacher=None):
     losses = []
     started = time.perf_counter()
     for step, batch in enumerate(tqdm(order, desc=setting)):
-        scale = min(1.0, (step + 1) / max(1, args.warmup_steps))
+        scale = lr_scale(step, len(order), args)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * scale
         features = data["train_features"][batch].to(device).float()
@@ -285,15 +359,20 @@ def train_one(setting, args, data, order, device, teacher=None):
         for row, ids in enumerate(labels):
             padded[row, : len(ids)] = torch.tensor(ids)
         padded = padded.to(device)
-        output = model(input_features=features, labels=padded)
-        loss = output.loss
+        with autocast(args):
+            output = model(input_features=features, labels=padded)
+            loss = output.loss
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(
+                        input_features=features, labels=padded
+                    ).logits
         if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(
-                    input_features=features, labels=padded
-                ).logits
             distilled = distillation_loss(
-                output.logits, teacher_logits, padded, args.distill_temperature
+                output.logits.float(),
+                teacher_logits.float(),
+                padded,
+                args.distill_temperature,
             )
             weight = args.distill_weight
             loss = (1 - weight) * loss + weight * distilled
@@ -408,16 +487,21 @@ def main():
         raise ValueError(
             f"--context-seconds {args.context_seconds}: must be in (0, 30]"
         )
-    train = read_csv(args.train_csv, args.limit_train)
-    dev = read_csv(args.csv, args.limit_dev)
+    args.device_type = device.type
+    train, train_features = cached_features(
+        processor, args.train_csv, args.limit_train, frames, args.cache, "train"
+    )
+    dev, dev_features = cached_features(
+        processor, [args.csv], args.limit_dev, frames, args.cache, "dev"
+    )
     data = {
         "processor": processor,
         "dev": dev,
-        "train_features": load_features(processor, train, "train", frames),
+        "train_features": train_features,
         "train_labels": [
             label_ids(processor, t, start_token) for _, t in train
         ],
-        "dev_features": load_features(processor, dev, "dev", frames),
+        "dev_features": dev_features,
     }
     order = batch_order(len(train), args.batch_size, args.steps, args.seed)
     teacher = None
