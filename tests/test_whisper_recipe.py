@@ -8,8 +8,10 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import WhisperForConditionalGeneration
 
 import sb_compress
+from sb_compress.testing import save_tiny_whisper
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 RECIPE = os.path.join(ROOT, "recipes", "LibriSpeech", "ASR", "whisper")
@@ -93,3 +95,60 @@ def test_interrupted_whisper_recipe_resumes_to_the_same_model(tmp_path):
     for key in left:
         assert torch.equal(left[key], right[key]), key
     assert _report(straight)["step"] == _report(resumed)["step"] == 6
+
+
+def test_whisper_recipe_distils_from_a_larger_teacher(tmp_path):
+    teacher = save_tiny_whisper(str(tmp_path / "teacher"), d_model=96, seed=1)
+    output = tmp_path / "run"
+    _run(
+        _command(
+            "quant.yaml",
+            output,
+            1,
+            f"--teacher_hub={teacher}",
+            "--distill_weight=0.7",
+            "--distill_temperature=2.0",
+        )
+    )
+    log = (output / "train_log.txt").read_text()
+    kl = float(log.split("distill_kl: ")[1].split(",")[0].split()[0])
+    assert kl > 0
+    report = _report(output)
+    assert report["format"] == "packed"
+    model = sb_compress.load_compressed(str(output / "compressed"))
+    assert model.config.d_model == 64
+
+
+def test_teacher_with_another_vocabulary_fails_before_training(tmp_path):
+    teacher = save_tiny_whisper(str(tmp_path / "teacher"))
+    model = WhisperForConditionalGeneration.from_pretrained(teacher)
+    model.resize_token_embeddings(model.config.vocab_size + 8)
+    model.save_pretrained(teacher)
+    output = tmp_path / "run"
+    command = _command("quant.yaml", output, 1, f"--teacher_hub={teacher}")
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode != 0
+    assert "must share the student's tokenizer" in result.stdout + result.stderr
+    assert not (output / "train_log.txt").exists()
+
+
+def test_distillation_weight_outside_zero_one_fails_before_training(
+    tmp_path,
+):
+    output = tmp_path / "run"
+    command = _command(
+        "quant.yaml",
+        output,
+        1,
+        f"--teacher_hub={os.path.join(SAMPLES, 'tiny_whisper')}",
+        "--distill_weight=1.5",
+    )
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode != 0
+    message = "distill_weight = 1.5: must be in [0, 1]"
+    assert message in result.stdout + result.stderr
+    assert not (output / "train_log.txt").exists()

@@ -17,6 +17,14 @@ that ``WhisperASR.from_hparams`` loads in ``<output_folder>/hub/``.
 hparams/prune.yaml  : self-pinching gates (unstructured sparsity);
 hparams/quant.yaml  : int4 weights with 2:4 sparsity (QAT).
 
+Either file takes ``--teacher_hub=<Whisper folder or hub id>``: a frozen
+dense Whisper with the same tokenizer (e.g. your dense fine-tuned model,
+or a larger Whisper) whose token posteriors are distilled into the
+compressed one, ``(1 - a) NLL + a T^2 KL(teacher || student)`` over the
+transcript's tokens (``distill_weight`` a, ``distill_temperature`` T).
+``--whisper_hub`` may point at the same dense fine-tuned folder, so that
+compression starts from it (two-stage: fine-tune, then compress).
+
 To run this recipe on the embedded samples (no data, no hub, CPU):
 > python train.py hparams/prune.yaml \\
 >     --data_folder=../../../../tests/samples/mini_librispeech \\
@@ -56,7 +64,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class ASR(sb_compress.CompressionBrain):
-    """Whisper fine-tuned with the NLL loss, compressed while it trains."""
+    """Whisper fine-tuned with the NLL loss, compressed while it trains,
+    optionally distilled from a frozen dense ``teacher``."""
+
+    teacher = None
 
     def compute_forward(self, batch, stage):
         """Waveforms and the shifted transcript -> log-probabilities (and
@@ -85,6 +96,16 @@ class ASR(sb_compress.CompressionBrain):
         enc_out, logits, _ = self.modules.whisper(wavs, bos_tokens)
         log_probs = self.hparams.log_softmax(logits)
 
+        distill = None
+        if stage == sb.Stage.TRAIN and self.teacher is not None:
+            with torch.no_grad():
+                _, teacher_logits, _ = self.teacher(wavs, bos_tokens)
+            temperature = self.hparams.distill_temperature
+            distill = (
+                self.hparams.log_softmax(logits / temperature),
+                self.hparams.log_softmax(teacher_logits.float() / temperature),
+            )
+
         hyps = None
         if stage == sb.Stage.VALID:
             hyps, _, _, _ = self.hparams.valid_search(
@@ -92,7 +113,7 @@ class ASR(sb_compress.CompressionBrain):
             )
         elif stage == sb.Stage.TEST:
             hyps, _, _, _ = self.hparams.test_search(enc_out.detach(), wav_lens)
-        return log_probs, hyps, wav_lens
+        return log_probs, hyps, wav_lens, distill
 
     @property
     def pad_token_id(self):
@@ -108,8 +129,9 @@ class ASR(sb_compress.CompressionBrain):
         return [text.split(" ") for text in texts]
 
     def compute_objectives(self, predictions, batch, stage):
-        """NLL loss; WER and CER outside training."""
-        log_probs, hyps, wav_lens = predictions
+        """NLL loss (with the distillation term when there is a teacher);
+        WER and CER outside training."""
+        log_probs, hyps, wav_lens, distill = predictions
         batch = batch.to(self.device)
         ids = batch.id
         tokens_eos, tokens_eos_lens = batch.tokens_eos
@@ -123,6 +145,12 @@ class ASR(sb_compress.CompressionBrain):
         loss = self.hparams.nll_loss(
             log_probs, tokens_eos, length=tokens_eos_lens
         )
+        if distill is not None:
+            kl = distillation_loss(*distill, tokens_eos_lens)
+            kl = kl * self.hparams.distill_temperature**2
+            weight = self.hparams.distill_weight
+            loss = (1 - weight) * loss + weight * kl
+            self.distill_kl.append(kl.detach())
 
         if stage != sb.Stage.TRAIN:
             tokens, tokens_lens = batch.tokens
@@ -146,6 +174,7 @@ class ASR(sb_compress.CompressionBrain):
 
     def on_stage_start(self, stage, epoch):
         """Fresh error-rate trackers for VALID and TEST."""
+        self.distill_kl = []
         if stage != sb.Stage.TRAIN:
             self.cer_metric = self.hparams.cer_computer()
             self.wer_metric = self.hparams.error_rate_computer()
@@ -154,6 +183,9 @@ class ASR(sb_compress.CompressionBrain):
         """Logging and checkpointing."""
         stage_stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
+            if self.distill_kl:
+                kl = torch.stack(self.distill_kl).mean()
+                stage_stats["distill_kl"] = float(kl)
             self.train_stats = stage_stats
         else:
             stage_stats["CER"] = self.cer_metric.summarize("error_rate")
@@ -179,6 +211,47 @@ class ASR(sb_compress.CompressionBrain):
                     self.hparams.test_wer_file, "w", encoding="utf-8"
                 ) as w:
                     self.wer_metric.write_stats(w)
+
+
+def distillation_loss(student, teacher, relative_lengths):
+    """``KL(teacher || student)`` of two log-posteriors (batch x tokens x
+    vocabulary), summed over the vocabulary and averaged over the tokens
+    within ``relative_lengths``."""
+    tokens = student.shape[1]
+    lengths = torch.round(relative_lengths * tokens).long()
+    mask = torch.arange(tokens, device=student.device)[None] < lengths[:, None]
+    kl = (teacher.exp() * (teacher - student)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def build_teacher(hparams):
+    """A frozen Whisper wrapper of ``teacher_hub`` (``None`` without one),
+    checked to share the student's vocabulary before anything trains."""
+    source = hparams.get("teacher_hub")
+    if not source:
+        return None
+    weight = hparams["distill_weight"]
+    temperature = hparams["distill_temperature"]
+    if not 0 <= weight <= 1:
+        raise ValueError(f"distill_weight = {weight}: must be in [0, 1]")
+    if not temperature > 0:
+        raise ValueError(f"distill_temperature = {temperature}: must be > 0")
+    student = hparams["whisper"]
+    teacher = type(student)(
+        source=source,
+        save_path=os.path.join(hparams["save_folder"], "teacher_checkpoint"),
+        sampling_rate=hparams["sampling_rate"],
+        freeze=True,
+    )
+    ours = student.model.config.vocab_size
+    theirs = teacher.model.config.vocab_size
+    if ours != theirs:
+        raise ValueError(
+            f"teacher_hub = {source}: its vocabulary has {theirs} tokens, "
+            f"the student's ({hparams['whisper_hub']}) {ours}; a teacher "
+            "must share the student's tokenizer"
+        )
+    return teacher.eval()
 
 
 def dataio_prepare(hparams, tokenizer):
@@ -277,6 +350,7 @@ if __name__ == "__main__":
 
     tokenizer = hparams["whisper"].tokenizer
     train_data, valid_data, test_datasets = dataio_prepare(hparams, tokenizer)
+    teacher = build_teacher(hparams)
 
     asr_brain = ASR(
         modules=hparams["modules"],
@@ -286,6 +360,8 @@ if __name__ == "__main__":
         opt_class=hparams["whisper_opt_class"],
     )
     asr_brain.tokenizer = tokenizer
+    if teacher is not None:
+        asr_brain.teacher = teacher.to(asr_brain.device)
 
     asr_brain.fit(
         asr_brain.hparams.epoch_counter,
