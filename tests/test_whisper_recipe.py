@@ -1,5 +1,6 @@
 """The Whisper encoder-decoder recipe on the embedded samples (marked)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -152,3 +153,28 @@ def test_distillation_weight_outside_zero_one_fails_before_training(
     message = "distill_weight = 1.5: must be in [0, 1]"
     assert message in result.stdout + result.stderr
     assert not (output / "train_log.txt").exists()
+
+
+def _recipe_module():
+    spec = importlib.util.spec_from_file_location(
+        "whisper_recipe_train", os.path.join(RECIPE, "train.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distillation_loss_is_the_kl_over_the_unpadded_tokens():
+    distillation_loss = _recipe_module().distillation_loss
+    torch.manual_seed(0)
+    teacher = torch.log_softmax(torch.randn(2, 5, 7), -1)
+    student = torch.log_softmax(torch.randn(2, 5, 7), -1)
+    lengths = torch.tensor([1.0, 0.4])
+    assert float(distillation_loss(teacher, teacher, lengths)) == 0
+    kl = (teacher.exp() * (teacher - student)).sum(-1)
+    expected = (kl[0].sum() + kl[1, :2].sum()) / 7
+    loss = distillation_loss(student, teacher, lengths)
+    assert torch.allclose(loss, expected)
+    changed = student.clone()
+    changed[1, 2:] = 0
+    assert torch.equal(distillation_loss(changed, teacher, lengths), loss)
