@@ -1,12 +1,12 @@
 """LibriSpeech data preparation on the embedded mini LibriSpeech."""
 
 import csv
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+from tiny_recipe import load_recipe_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "samples" / "mini_librispeech"
@@ -19,15 +19,7 @@ SPLITS = {
 }
 
 
-def _load_prepare_module():
-    path = PREPARE / "librispeech_prepare.py"
-    spec = importlib.util.spec_from_file_location("librispeech_prepare", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-prep = _load_prepare_module()
+prep = load_recipe_script(PREPARE / "librispeech_prepare.py")
 
 
 def _read_csv(path):

@@ -1,6 +1,5 @@
 """The Whisper encoder-decoder recipe on the embedded samples (marked)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_recipe import load_recipe_script
 from transformers import WhisperForConditionalGeneration
 
 import sb_compress
@@ -155,17 +155,9 @@ def test_distillation_weight_outside_zero_one_fails_before_training(
     assert not (output / "train_log.txt").exists()
 
 
-def _recipe_module():
-    spec = importlib.util.spec_from_file_location(
-        "whisper_recipe_train", os.path.join(RECIPE, "train.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_distillation_loss_is_the_kl_over_the_unpadded_tokens():
-    distillation_loss = _recipe_module().distillation_loss
+    recipe = load_recipe_script(os.path.join(RECIPE, "train.py"))
+    distillation_loss = recipe.distillation_loss
     torch.manual_seed(0)
     teacher = torch.log_softmax(torch.randn(2, 5, 7), -1)
     student = torch.log_softmax(torch.randn(2, 5, 7), -1)

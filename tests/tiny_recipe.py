@@ -6,8 +6,11 @@ SpeechBrain wav2vec2 wrapper compressed by a plan, the ``enc`` and
 prepares and hardens the plan, and writes the recipe's export with
 :func:`sb_compress.export.recipe.export_plan`: pruned (``dense``, zeros
 stored), ``shrunk``, ``packed`` or ``folded``.
+:func:`load_recipe_script` imports a recipe's script (``train.py``,
+``librispeech_prepare.py``) by path, as recipes are not packages.
 """
 
+import importlib.util
 import os
 
 import speechbrain as sb
@@ -27,6 +30,15 @@ MODIFIERS = {
     "packed": [{"method": "quant", "bits": 4, "group_size": 32}],
     "folded": [{"method": "fold", "physical": 1}],
 }
+
+
+def load_recipe_script(path):
+    """The module a recipe script defines, imported from its path."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def label_encoder():
